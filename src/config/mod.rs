@@ -1,0 +1,225 @@
+//! Configuration: built-in defaults, then a TOML file, then environment variables; validated at
+//! start-up so that a mistake fails the process with a message naming the offending key.
+//!
+//! This module owns loading and checking. It resolves secret references into a
+//! [`crate::verify::Registry`] and never prints a secret: the values live in `SecretString`s.
+
+mod secrets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use secrets::SecretRef;
+
+use crate::verify::{Environment, Registration, Registry};
+
+const DEFAULTS: &str = include_str!("../../config/default.toml");
+/// Variables named `VOLTAGE_WEBHOOKS_<SECTION>__<KEY>` override `<section>.<key>`.
+const ENV_PREFIX: &str = "VOLTAGE_WEBHOOKS_";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Larger bodies get 413 before they are buffered: Voltage's bodies are a few KB.
+    pub max_body_bytes: usize,
+    /// Applies both ways: a timestamp this far in the future is as suspect as one this old.
+    pub timestamp_tolerance_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A secret because it may carry a password.
+    pub url: SecretString,
+    pub max_connections: u32,
+    /// Bounds how long a request waits for a connection, so an exhausted pool answers 503 quickly
+    /// instead of holding Voltage past its deadline (sqlx's default is 30 s).
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    pub organization_id: Uuid,
+    pub environment_id: Uuid,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The registration's UUID, sent by Voltage as `x-voltage-webhook-id`.
+    pub id: Uuid,
+    pub secrets: Vec<SecretRef>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What validation found that is allowed but worth an operator's attention.
+pub type Warnings = Vec<String>;
+
+impl Config {
+    /// Defaults, then `path` if given, then the environment (`DATABASE_URL`, `VOLTAGE_WEBHOOKS_*`).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError::invalid(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::extract(figment.merge(environment_overrides()))
+    }
+
+    /// Defaults overlaid with a TOML document, without the process environment (tests, tools).
+    pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
+        Self::extract(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(toml)))
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Checks everything that serde cannot and resolves every secret reference.
+    pub fn resolve(&self) -> Result<(Registry, Warnings), ConfigError> {
+        let mut warnings = Warnings::new();
+        let mut environments = Vec::new();
+        let mut registrations = Vec::new();
+        let mut owner_of_webhook: HashMap<Uuid, String> = HashMap::new();
+        let mut owner_of_secret: HashMap<[u8; 32], String> = HashMap::new();
+
+        for (name, env) in &self.environments {
+            check_environment_name(name)?;
+            if env.webhooks.is_empty() {
+                warnings.push(format!("environments.{name} has no webhook registrations"));
+            }
+            for (w, webhook) in env.webhooks.iter().enumerate() {
+                let key = format!("environments.{name}.webhooks[{w}]");
+                if let Some(other) = owner_of_webhook.insert(webhook.id, key.clone()) {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.id"),
+                        format!("webhook id {} is already registered at {other}", webhook.id),
+                    ));
+                }
+                let secrets = resolve_secrets(&key, webhook, &mut owner_of_secret, &mut warnings)?;
+                registrations.push(Registration {
+                    id: webhook.id,
+                    environment: name.clone(),
+                    secrets,
+                });
+            }
+            environments.push(Environment {
+                name: name.clone(),
+                organization_id: env.organization_id,
+                environment_id: env.environment_id,
+            });
+        }
+        Ok((Registry::new(environments, registrations), warnings))
+    }
+}
+
+fn environment_overrides() -> Figment {
+    Figment::new()
+        .merge(Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__"))
+        .merge(
+            Env::raw()
+                .only(&["DATABASE_URL"])
+                .map(|_| "database.url".into()),
+        )
+}
+
+/// Names appear in URLs and NATS subjects, so they are kept to a safe alphabet.
+fn check_environment_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            format!("environments.{name}"),
+            "environment names use only a-z, 0-9, '-' and '_' (at most 64)",
+        ))
+    }
+}
+
+fn resolve_secrets(
+    key: &str,
+    webhook: &WebhookConfig,
+    owner_of_secret: &mut HashMap<[u8; 32], String>,
+    warnings: &mut Warnings,
+) -> Result<Vec<SecretString>, ConfigError> {
+    if webhook.secrets.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{key}.secrets"),
+            "at least one secret is required",
+        ));
+    }
+    if webhook.secrets.len() > 2 {
+        warnings.push(format!(
+            "{key}.secrets has {} secrets: retire old ones once a rotation is over",
+            webhook.secrets.len()
+        ));
+    }
+    let mut resolved = Vec::with_capacity(webhook.secrets.len());
+    for (s, reference) in webhook.secrets.iter().enumerate() {
+        let secret_key = format!("{key}.secrets[{s}]");
+        if reference.is_inline() {
+            warnings.push(format!(
+                "{secret_key} is an inline value: use {{ env = ... }} or {{ file = ... }} outside local use"
+            ));
+        }
+        let secret = reference.resolve(&secret_key)?;
+        let fingerprint: [u8; 32] =
+            Sha256::digest(secrecy::ExposeSecret::expose_secret(&secret)).into();
+        if let Some(other) = owner_of_secret.insert(fingerprint, secret_key.clone()) {
+            return Err(ConfigError::invalid(
+                secret_key,
+                format!("the same secret is already configured at {other}"),
+            ));
+        }
+        resolved.push(secret);
+    }
+    Ok(resolved)
+}

@@ -1,0 +1,32 @@
+//! Liveness and readiness for the load balancer and the orchestrator.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::store::Store;
+
+/// The process is up and serving HTTP; says nothing about the database.
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when PostgreSQL answers and every migration this binary embeds is applied.
+pub async fn ready(State(store): State<Store>) -> (StatusCode, Json<Value>) {
+    match store.is_ready().await {
+        Ok(true) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Ok(false) => not_ready("migrations pending"),
+        Err(e) => {
+            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "readiness check failed");
+            not_ready("database unavailable")
+        }
+    }
+}
+
+fn not_ready(reason: &str) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "not_ready", "reason": reason})),
+    )
+}

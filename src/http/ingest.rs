@@ -1,0 +1,185 @@
+//! `POST /webhooks/{environment}`: the path of one delivery, in the order the contract prescribes.
+//!
+//! environment → content type → bounded body → verify (no parsing before) → parse → event header
+//! and scope → dedup key → one committed write → 200. Every refusal writes nothing, except an
+//! authentic body that is not an event: that one is quarantined.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+use tracing::Span;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::event::{DedupKey, Payload};
+use crate::store::{NewEvent, Quarantined, StoreError, Stored};
+use crate::verify::{self, headers, Delivery, Verified};
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// `stored` for a new event, `duplicate` for one already committed earlier.
+    pub status: &'static str,
+    pub event_id: Uuid,
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(environment): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
+    let span = Span::current();
+    span.record("environment", environment.as_str());
+    let result = handle(&state, &environment, &headers, body).await;
+    match &result {
+        Ok(accepted) => {
+            span.record("outcome", accepted.status);
+            tracing::info!(event_id = %accepted.event_id, outcome = accepted.status, "webhook accepted");
+        }
+        Err(e) => {
+            span.record("outcome", e.code);
+            tracing::warn!(status = e.status.as_u16(), code = e.code, detail = %e.detail, "webhook refused");
+        }
+    }
+    result.map(Json)
+}
+
+async fn handle(
+    state: &AppState,
+    environment: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, ApiError> {
+    let registry = state.registry.clone();
+    let env = registry.environment(environment).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_environment",
+            format!("no environment named {environment:?}"),
+        )
+    })?;
+    check_content_type(headers)?;
+    let body = read_bounded(body, headers, state.ingest.max_body_bytes).await?;
+
+    let delivery = Delivery {
+        webhook_id: header_text(headers, headers::WEBHOOK_ID),
+        timestamp: header_text(headers, headers::TIMESTAMP),
+        signature: header_text(headers, headers::SIGNATURE),
+        body: &body,
+    };
+    if let Some(id) = delivery.webhook_id {
+        Span::current().record("webhook_id", truncate(id, 64));
+    }
+    let now = (state.clock)();
+    let verified = verify::verify(
+        &registry,
+        &env.name,
+        &delivery,
+        now,
+        state.ingest.tolerance_secs,
+    )?;
+    Span::current().record("secret_index", verified.secret_index);
+
+    let payload = match Payload::parse(&body) {
+        Ok(payload) => payload,
+        Err(e) => return Err(quarantine(state, &env.name, &body, &verified, e.into()).await),
+    };
+    payload.check_event_header(header_text(headers, headers::EVENT))?;
+    payload.check_scope(env)?;
+
+    let new = NewEvent {
+        environment: &env.name,
+        dedup_key: DedupKey::new(&env.name, &payload, &body),
+        payload: &payload,
+        raw_body: &body,
+        verified: &verified,
+    };
+    let stored = state.store.insert_event(&new).await.map_err(store_failed)?;
+    Ok(Accepted {
+        status: match stored {
+            Stored::New(_) => "stored",
+            Stored::Duplicate(_) => "duplicate",
+        },
+        event_id: stored.event_id(),
+    })
+}
+
+/// Keeps an authentic but unreadable body; answers 400 once it is kept, 503 if it could not be.
+async fn quarantine(
+    state: &AppState,
+    environment: &str,
+    body: &[u8],
+    verified: &Verified,
+    refusal: ApiError,
+) -> ApiError {
+    let item = Quarantined {
+        environment,
+        raw_body: body,
+        reason: &refusal.detail,
+        verified,
+    };
+    match state.store.quarantine(&item).await {
+        Ok(id) => {
+            tracing::warn!(quarantine_id = %id, "verified body quarantined");
+            refusal
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+fn store_failed(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "write did not commit");
+    ApiError::unavailable()
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = header_text(headers, header::CONTENT_TYPE.as_str())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    match essence {
+        Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "content-type must be application/json",
+        )),
+    }
+}
+
+/// Reads at most `limit` bytes: a declared or actual length past it is refused without buffering.
+async fn read_bounded(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds {limit} bytes"),
+        )
+    };
+    let declared =
+        header_text(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            "the request body could not be read",
+        )),
+    }
+}
+
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}

@@ -1,0 +1,129 @@
+//! The HTTP surface: router, middleware stack, the ingest route, health, and error responses.
+//!
+//! This is the only module that knows axum. It translates requests into calls on `verify`, `event`
+//! and `store`, and their typed outcomes into status codes; it holds no business rules of its own.
+
+mod error;
+mod health;
+mod ingest;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Request};
+use axum::http::{header, HeaderName};
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::{Level, Span};
+
+pub use error::ApiError;
+pub use ingest::Accepted;
+
+use crate::store::Store;
+use crate::verify::Registry;
+
+/// The time source for the timestamp window; a fixed one lets tests replay recorded deliveries.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Limits applied to every delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestSettings {
+    pub max_body_bytes: usize,
+    pub tolerance_secs: u64,
+}
+
+/// Everything a handler may use. Dependencies are explicit here, never `Extension`s.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub store: Store,
+    pub ingest: IngestSettings,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("registry", &self.registry)
+            .field("ingest", &self.ingest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromRef<AppState> for Store {
+    fn from_ref(state: &AppState) -> Self {
+        state.store.clone()
+    }
+}
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// The application's routes with the full middleware stack.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/webhooks/{environment}", post(ingest::receive))
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .fallback(not_found)
+        .with_state(state);
+    apply_middleware(routes)
+}
+
+/// Credentials that must never reach a log line, even at DEBUG where headers are logged.
+const SENSITIVE_HEADERS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-voltage-signature"),
+];
+
+/// The middleware order, outermost first.
+fn apply_middleware(routes: Router) -> Router {
+    routes.layer(
+        ServiceBuilder::new()
+            // Mark credentials sensitive before any layer below can see (and log) them.
+            .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE_HEADERS))
+            // Give every request an id (or keep the caller's x-request-id).
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            // One span per request; the ingest handler fills in environment, webhook id, outcome.
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_request(|request: &Request, _: &Span| {
+                        tracing::debug!(headers = ?request.headers(), "request");
+                    })
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            // Echo the request id, so a Voltage delivery log entry can be matched to our logs.
+            .layer(PropagateRequestIdLayer::x_request_id()),
+    )
+}
+
+fn request_span(request: &Request) -> Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+        environment = tracing::field::Empty,
+        webhook_id = tracing::field::Empty,
+        secret_index = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route")
+}

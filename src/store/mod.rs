@@ -1,0 +1,89 @@
+//! PostgreSQL: the pool, migrations, and every SQL statement the service runs.
+//!
+//! This module owns durability. It knows nothing about HTTP; callers hand it plain values and get
+//! typed outcomes back. Constraints in the schema (see `migrations/`) guard correctness: a duplicate
+//! is whatever the unique index says it is.
+
+mod events;
+mod quarantine;
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+pub use events::{NewEvent, Stored, StoredEvent};
+pub use quarantine::Quarantined;
+
+use crate::config::DatabaseConfig;
+
+/// The schema, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or the statement failed: the caller answers 503 so that
+    /// Voltage retries. The source is kept for logs, never shown to clients.
+    #[error("database unavailable or write failed")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Database reachable and every embedded migration applied.
+    pub async fn is_ready(&self) -> Result<bool, StoreError> {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(applied.unwrap_or(0) >= latest)
+    }
+}
+
+/// Pool options from config. Connections are made on demand, so the process starts (and answers
+/// 503) while the database is down, and recovers by itself when it returns.
+pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+}
+
+pub fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
+    config.url.expose_secret().parse()
+}
+
+/// A pool that connects lazily: the first query, not start-up, finds out whether PostgreSQL is up.
+pub fn connect_lazy(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    Ok(pool_options(config).connect_lazy_with(connect_options(config)?))
+}
+
+/// Creates the database named in the URL when it does not exist yet.
+pub async fn create_database_if_missing(config: &DatabaseConfig) -> Result<(), sqlx::Error> {
+    let url = config.url.expose_secret();
+    if !Postgres::database_exists(url).await? {
+        Postgres::create_database(url).await?;
+        tracing::info!("created the database");
+    }
+    Ok(())
+}
+
+/// Applies pending migrations. Safe to run from several replicas at once: sqlx takes an advisory lock.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
