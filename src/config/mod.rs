@@ -74,8 +74,8 @@ pub struct WebhookConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    #[error("configuration could not be loaded")]
+    Load(#[source] Box<figment::Error>),
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
 }

@@ -76,11 +76,18 @@ pub fn connect_lazy(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 /// Creates the database named in the URL when it does not exist yet.
 pub async fn create_database_if_missing(config: &DatabaseConfig) -> Result<(), sqlx::Error> {
     let url = config.url.expose_secret();
-    if !Postgres::database_exists(url).await? {
-        Postgres::create_database(url).await?;
-        tracing::info!("created the database");
+    if Postgres::database_exists(url).await? {
+        return Ok(());
     }
-    Ok(())
+    match Postgres::create_database(url).await {
+        Ok(()) => {
+            tracing::info!("created the database");
+            Ok(())
+        }
+        // Another replica created it between our check and our CREATE: that is what we wanted.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Applies pending migrations. Safe to run from several replicas at once: sqlx takes an advisory lock.
