@@ -1,5 +1,6 @@
 //! Assembling and running the service: `Application::build` binds the listener, `port()` tells
 //! which port it got (tests bind port 0), `run_until_stopped` serves until the shutdown future ends.
+//! `serve` runs ingest and (unless disabled) a dispatcher; `dispatch` runs a dispatcher alone.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,8 +10,11 @@ use anyhow::Context as _;
 use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::handlers::{self, HandlerSet, RegisteredHandler, Routing};
 use crate::http::{self, AppState, IngestSettings};
 use crate::store::{self, Store};
 use crate::verify::Registry;
@@ -22,12 +26,11 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `server.listen` and builds the router over `pool`.
-    pub async fn build(config: &Config, registry: Registry, pool: PgPool) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.server.listen)
+    /// Binds `listen` and builds the router over `state`.
+    pub async fn build(listen: SocketAddr, state: AppState) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("binding server.listen = {}", config.server.listen))?;
-        let state = app_state(config, registry, pool);
+            .with_context(|| format!("binding server.listen = {listen}"))?;
         Ok(Self {
             listener,
             router: http::router(state),
@@ -55,10 +58,11 @@ impl Application {
     }
 }
 
-/// The handlers' state for a resolved config; also what tests use to drive the router in process.
-pub fn app_state(config: &Config, registry: Registry, pool: PgPool) -> AppState {
+/// The handlers' state; also what tests use to drive the router in process.
+pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: PgPool) -> AppState {
     AppState {
         registry: Arc::new(registry),
+        routing: Arc::new(routing),
         store: Store::new(pool),
         ingest: IngestSettings {
             max_body_bytes: config.server.max_body_bytes,
@@ -68,42 +72,90 @@ pub fn app_state(config: &Config, registry: Registry, pool: PgPool) -> AppState 
     }
 }
 
+/// The configured handlers plus those an embedding program registers.
+pub async fn handler_set(
+    config: &Config,
+    custom: Vec<RegisteredHandler>,
+) -> anyhow::Result<HandlerSet> {
+    let mut set = handlers::build(config.handler_specs()?, &config.nats.url).await?;
+    for handler in custom {
+        set.register(handler).map_err(anyhow::Error::msg)?;
+    }
+    Ok(set)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
     /// Create the database if missing and apply pending migrations before serving.
     pub migrate: bool,
 }
 
-/// `voltage-webhooks serve`.
-pub async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
+/// `voltage-webhooks serve`: ingest, and a dispatcher unless `dispatch.enabled = false`.
+pub async fn serve(
+    config: Config,
+    options: ServeOptions,
+    custom: Vec<RegisteredHandler>,
+) -> anyhow::Result<()> {
     let (registry, warnings) = config.resolve()?;
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
-    if options.migrate {
-        store::create_database_if_missing(&config.database)
-            .await
-            .context("creating the database")?;
+    let dispatch = config.dispatch_settings()?;
+    let pool = open_database(&config, options.migrate).await?;
+    let handlers = Arc::new(handler_set(&config, custom).await?);
+    let state = app_state(&config, registry, handlers.routing(), pool.clone());
+    let app = Application::build(config.server.listen, state).await?;
+    tracing::info!(listen = %app.local_addr()?, handlers = ?handlers.names(), "serving");
+
+    let stop = CancellationToken::new();
+    let dispatcher = config.dispatch.enabled.then(|| {
+        tokio::spawn(Dispatcher::new(Store::new(pool), handlers, dispatch).run(stop.clone()))
+    });
+    let http_stop = stop.clone();
+    app.run_until_stopped(async move {
+        shutdown_signal().await;
+        http_stop.cancel();
+    })
+    .await?;
+    stop.cancel();
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.await.context("dispatcher task")?;
     }
-    let pool = store::connect_lazy(&config.database).context("database.url")?;
-    if options.migrate {
-        store::migrate(&pool).await.context("applying migrations")?;
-    }
-    let app = Application::build(&config, registry, pool).await?;
-    tracing::info!(listen = %app.local_addr()?, "serving");
-    app.run_until_stopped(shutdown_signal()).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `voltage-webhooks dispatch`: a dispatcher alone, to scale fan-out apart from ingest.
+pub async fn dispatch(config: Config, custom: Vec<RegisteredHandler>) -> anyhow::Result<()> {
+    let settings = config.dispatch_settings()?;
+    let pool = open_database(&config, false).await?;
+    let handlers = Arc::new(handler_set(&config, custom).await?);
+    tracing::info!(handlers = ?handlers.names(), "dispatching");
+    let stop = CancellationToken::new();
+    let dispatcher =
+        tokio::spawn(Dispatcher::new(Store::new(pool), handlers, settings).run(stop.clone()));
+    shutdown_signal().await;
+    stop.cancel();
+    dispatcher.await.context("dispatcher task")?;
     Ok(())
 }
 
 /// `voltage-webhooks migrate`.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    store::create_database_if_missing(&config.database)
-        .await
-        .context("creating the database")?;
+    open_database(config, true).await.map(|_| ())
+}
+
+async fn open_database(config: &Config, migrate: bool) -> anyhow::Result<PgPool> {
+    if migrate {
+        store::create_database_if_missing(&config.database)
+            .await
+            .context("creating the database")?;
+    }
     let pool = store::connect_lazy(&config.database).context("database.url")?;
-    store::migrate(&pool).await.context("applying migrations")?;
-    Ok(())
+    if migrate {
+        store::migrate(&pool).await.context("applying migrations")?;
+    }
+    Ok(pool)
 }
 
 /// Resolves on SIGINT or SIGTERM.

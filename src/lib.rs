@@ -9,7 +9,9 @@
 
 pub mod app;
 pub mod config;
+pub mod dispatch;
 pub mod event;
+pub mod handlers;
 pub mod http;
 pub mod store;
 pub mod telemetry;

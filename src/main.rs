@@ -22,12 +22,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve webhooks. Creates the database if missing and applies pending migrations first.
+    /// Serve webhooks, and dispatch stored events to handlers unless `dispatch.enabled = false`.
+    /// Creates the database if missing and applies pending migrations first.
     Serve {
         /// Do not create the database or apply migrations (run `migrate` separately).
         #[arg(long)]
         no_migrate: bool,
     },
+    /// Run a dispatcher only (fan-out of stored events to handlers), apart from ingest.
+    Dispatch,
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
     /// Validate the configuration and resolve every secret; print warnings.
@@ -81,7 +84,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ServeOptions {
                 migrate: !no_migrate,
             },
+            Vec::new(),
         )),
+        Command::Dispatch => runtime.block_on(app::dispatch(config, Vec::new())),
         Command::Migrate => runtime.block_on(app::migrate(&config)),
         Command::CheckConfig => {
             let warnings = tools::check_config(&config)?;

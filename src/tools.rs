@@ -45,6 +45,7 @@ pub fn signed_headers(
 /// Validates the configuration; returns the warnings to print.
 pub fn check_config(config: &Config) -> anyhow::Result<Vec<String>> {
     let (registry, warnings) = config.resolve()?;
+    config.handler_specs()?;
     if registry.environments().next().is_none() {
         anyhow::bail!("configuration key `environments`: no environment is configured");
     }

@@ -4,6 +4,7 @@
 //! This module owns loading and checking. It resolves secret references into a
 //! [`crate::verify::Registry`] and never prints a secret: the values live in `SecretString`s.
 
+mod handlers;
 mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use handlers::{DispatchConfig, HandlerConfig, HandlerKind, NatsConfig};
 pub use secrets::SecretRef;
 
 use crate::verify::{Environment, Registration, Registry};
@@ -30,8 +32,12 @@ const ENV_PREFIX: &str = "VOLTAGE_WEBHOOKS_";
 pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
+    pub dispatch: DispatchConfig,
+    pub nats: NatsConfig,
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentConfig>,
+    #[serde(default)]
+    pub handlers: Vec<HandlerConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,7 +134,7 @@ impl Config {
         let mut owner_of_secret: HashMap<[u8; 32], String> = HashMap::new();
 
         for (name, env) in &self.environments {
-            check_environment_name(name)?;
+            check_name(&format!("environments.{name}"), name)?;
             if env.webhooks.is_empty() {
                 warnings.push(format!("environments.{name} has no webhook registrations"));
             }
@@ -167,8 +173,8 @@ fn environment_overrides() -> Figment {
         )
 }
 
-/// Names appear in URLs and NATS subjects, so they are kept to a safe alphabet.
-fn check_environment_name(name: &str) -> Result<(), ConfigError> {
+/// Names appear in URLs, NATS subjects and the outbox, so they are kept to a safe alphabet.
+pub(crate) fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -178,8 +184,8 @@ fn check_environment_name(name: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError::invalid(
-            format!("environments.{name}"),
-            "environment names use only a-z, 0-9, '-' and '_' (at most 64)",
+            key,
+            format!("{name:?}: names use only a-z, 0-9, '-' and '_' (at most 64)"),
         ))
     }
 }

@@ -89,12 +89,16 @@ async fn handle(
     payload.check_event_header(header_text(headers, headers::EVENT))?;
     payload.check_scope(env)?;
 
+    let handlers = state
+        .routing
+        .matching(&env.name, &payload.event_type, &payload.event);
     let new = NewEvent {
         environment: &env.name,
         dedup_key: DedupKey::new(&env.name, &payload, &body),
         payload: &payload,
         raw_body: &body,
         verified: &verified,
+        handlers: &handlers,
     };
     let stored = state.store.insert_event(&new).await.map_err(store_failed)?;
     Ok(Accepted {

@@ -23,6 +23,7 @@ use tracing::{Level, Span};
 pub use error::ApiError;
 pub use ingest::Accepted;
 
+use crate::handlers::Routing;
 use crate::store::Store;
 use crate::verify::Registry;
 
@@ -40,6 +41,8 @@ pub struct IngestSettings {
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Which handlers each new event is enqueued for, in the event's own transaction.
+    pub routing: Arc<Routing>,
     pub store: Store,
     pub ingest: IngestSettings,
     pub clock: Clock,
@@ -49,6 +52,7 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("registry", &self.registry)
+            .field("routing", &self.routing)
             .field("ingest", &self.ingest)
             .finish_non_exhaustive()
     }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -16,6 +17,8 @@ pub struct NewEvent<'a> {
     pub payload: &'a Payload,
     pub raw_body: &'a [u8],
     pub verified: &'a Verified,
+    /// The handlers whose route matches: one outbox row each, in the event's own transaction.
+    pub handlers: &'a [String],
 }
 
 /// The outcome of an insert, known only after the commit.
@@ -56,40 +59,25 @@ pub struct StoredEvent {
 }
 
 impl Store {
-    /// Inserts the event, or counts one more arrival of it. One statement, so it commits on its
-    /// own; the returned id tells which happened because only an insert keeps the id we proposed.
+    /// Inserts the event and one outbox row per matching handler in one transaction, or counts
+    /// one more arrival of an event already stored (no new outbox rows then). Only an insert keeps
+    /// the id we proposed, which is how the two are told apart. At most one NOTIFY per
+    /// transaction: committing transactions that notify are serialized by PostgreSQL.
     pub async fn insert_event(&self, new: &NewEvent<'_>) -> Result<Stored, StoreError> {
         let proposed = Uuid::now_v7();
-        let payment = new.payload.payment.as_ref();
-        let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO events (id, environment, dedup_key, event_type, event, payment_id, \
-                 payment_status, payment_updated_at, payload, raw_body, webhook_id, secret_index, \
-                 signed_timestamp) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT ON CONSTRAINT events_dedup DO UPDATE \
-                 SET arrival_count = events.arrival_count + 1, last_received_at = now() \
-             RETURNING id",
-        )
-        .bind(proposed)
-        .bind(new.environment)
-        .bind(&new.dedup_key.0[..])
-        .bind(&new.payload.event_type)
-        .bind(&new.payload.event)
-        .bind(payment.map(|p| &p.id))
-        .bind(payment.and_then(|p| p.status.as_ref()))
-        .bind(payment.and_then(|p| p.updated_at))
-        .bind(&new.payload.json)
-        .bind(new.raw_body)
-        .bind(new.verified.webhook_id)
-        .bind(secret_index(new.verified))
-        .bind(new.verified.timestamp)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(if id == proposed {
+        let mut tx = self.pool.begin().await?;
+        let id = insert_or_count(&mut tx, proposed, new).await?;
+        let stored = if id == proposed {
             Stored::New(id)
         } else {
             Stored::Duplicate(id)
-        })
+        };
+        if matches!(stored, Stored::New(_)) && !new.handlers.is_empty() {
+            enqueue(&mut tx, id, new.handlers).await?;
+            wake_dispatchers(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
     }
 
     pub async fn event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
@@ -98,6 +86,63 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?)
     }
+}
+
+async fn insert_or_count(
+    tx: &mut Transaction<'_, Postgres>,
+    proposed: Uuid,
+    new: &NewEvent<'_>,
+) -> Result<Uuid, sqlx::Error> {
+    let payment = new.payload.payment.as_ref();
+    sqlx::query_scalar(
+        "INSERT INTO events (id, environment, dedup_key, event_type, event, payment_id, \
+             payment_status, payment_updated_at, payload, raw_body, webhook_id, secret_index, \
+             signed_timestamp) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT ON CONSTRAINT events_dedup DO UPDATE \
+             SET arrival_count = events.arrival_count + 1, last_received_at = now() \
+         RETURNING id",
+    )
+    .bind(proposed)
+    .bind(new.environment)
+    .bind(&new.dedup_key.0[..])
+    .bind(&new.payload.event_type)
+    .bind(&new.payload.event)
+    .bind(payment.map(|p| &p.id))
+    .bind(payment.and_then(|p| p.status.as_ref()))
+    .bind(payment.and_then(|p| p.updated_at))
+    .bind(&new.payload.json)
+    .bind(new.raw_body)
+    .bind(new.verified.webhook_id)
+    .bind(secret_index(new.verified))
+    .bind(new.verified.timestamp)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// One pending delivery per handler, due now.
+pub(super) async fn enqueue(
+    tx: &mut Transaction<'_, Postgres>,
+    event_id: Uuid,
+    handlers: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO deliveries (event_id, handler) SELECT $1, unnest($2::text[])")
+        .bind(event_id)
+        .bind(handlers)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Delivered at commit, and only then; lost on a dispatcher's reconnect, which polling covers.
+pub(super) async fn wake_dispatchers(
+    tx: &mut Transaction<'_, Postgres>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(super::outbox::WAKE_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 pub(super) fn secret_index(verified: &Verified) -> i16 {

@@ -5,6 +5,7 @@
 //! is whatever the unique index says it is.
 
 mod events;
+mod outbox;
 mod quarantine;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 pub use events::{NewEvent, Stored, StoredEvent};
+pub use outbox::{ClaimRequest, Claimed, DeliveryState, WAKE_CHANNEL};
 pub use quarantine::Quarantined;
 
 use crate::config::DatabaseConfig;

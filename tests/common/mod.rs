@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use tower::ServiceExt;
 use voltage_webhooks::app::app_state;
 use voltage_webhooks::config::Config;
+use voltage_webhooks::handlers::Routing;
 use voltage_webhooks::http::{router, AppState};
 use voltage_webhooks::verify::sign;
 
@@ -69,7 +70,7 @@ pub fn config() -> Config {
 pub fn state(pool: PgPool) -> AppState {
     let config = config();
     let (registry, _) = config.resolve().unwrap();
-    app_state(&config, registry, pool)
+    app_state(&config, registry, Routing::default(), pool)
 }
 
 /// The app with a fixed clock, for replaying recorded deliveries.

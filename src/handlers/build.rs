@@ -1,0 +1,68 @@
+//! Turning validated handler specs into running services, each in its stack.
+
+use anyhow::Context as _;
+
+use super::{
+    stack, HandlerSet, HttpHandler, LogHandler, NatsHandler, RegisteredHandler, Route,
+    StackSettings,
+};
+use super::{StandardWebhookSigner, StreamSettings};
+use crate::dispatch::RetryPolicy;
+
+/// A validated `[[handlers]]` entry.
+#[derive(Debug)]
+pub struct HandlerSpec {
+    pub name: String,
+    pub route: Route,
+    pub retry: RetryPolicy,
+    pub stack: StackSettings,
+    pub kind: KindSpec,
+}
+
+#[derive(Debug)]
+pub enum KindSpec {
+    Http {
+        url: reqwest::Url,
+        signer: StandardWebhookSigner,
+    },
+    Nats {
+        prefix: String,
+        create: Option<StreamSettings>,
+    },
+    Log,
+}
+
+/// Builds every handler. NATS is connected once, and only when a `nats` handler exists.
+pub async fn build(specs: Vec<HandlerSpec>, nats_url: &str) -> anyhow::Result<HandlerSet> {
+    let mut nats = None;
+    let mut set = HandlerSet::default();
+    for spec in specs {
+        let service = match spec.kind {
+            KindSpec::Log => stack(&spec.name, spec.stack, LogHandler),
+            KindSpec::Http { url, signer } => {
+                let handler = HttpHandler::new(url, signer).context("building the HTTP client")?;
+                stack(&spec.name, spec.stack, handler)
+            }
+            KindSpec::Nats { prefix, create } => {
+                let client = match &nats {
+                    Some(client) => client,
+                    None => {
+                        nats.insert(async_nats::connect(nats_url).await.with_context(|| {
+                            format!("connecting to NATS at nats.url = {nats_url}")
+                        })?)
+                    }
+                };
+                let handler = NatsHandler::new(client.clone(), &prefix, create).await?;
+                stack(&spec.name, spec.stack, handler)
+            }
+        };
+        set.register(RegisteredHandler {
+            name: spec.name,
+            route: spec.route,
+            retry: spec.retry,
+            service,
+        })
+        .map_err(anyhow::Error::msg)?;
+    }
+    Ok(set)
+}

@@ -1,0 +1,138 @@
+//! The layers every handler gets: a tracing span per call, metrics per outcome, and the mapping of
+//! any error into a [`HandlerError`] the dispatcher can act on.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use tower::{BoxError, Layer, Service};
+use tracing::Instrument as _;
+
+use super::{HandlerError, HandlerRequest};
+
+/// Maps whatever the inner stack failed with: a handler's own error is kept; a timeout, or any
+/// other error (a connection refused, a panic turned error), is retryable.
+pub fn classify(error: BoxError) -> HandlerError {
+    match error.downcast::<HandlerError>() {
+        Ok(handler_error) => *handler_error,
+        Err(other) if other.is::<tower::timeout::error::Elapsed>() => {
+            HandlerError::retryable("timed out")
+        }
+        Err(other) => HandlerError::retryable(other.to_string()),
+    }
+}
+
+/// One `handler` span per call, with the event, delivery and attempt.
+#[derive(Debug, Clone)]
+pub struct TraceLayer {
+    name: Arc<str>,
+}
+
+impl TraceLayer {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Traced {
+            inner,
+            name: self.name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Traced<S> {
+    inner: S,
+    name: Arc<str>,
+}
+
+impl<S> Service<HandlerRequest> for Traced<S>
+where
+    S: Service<HandlerRequest>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HandlerRequest) -> Self::Future {
+        let span = tracing::info_span!(
+            "handler",
+            handler = %self.name,
+            event_id = %request.event_id,
+            delivery_id = request.delivery_id,
+            attempt = request.attempt,
+        );
+        self.inner.call(request).instrument(span)
+    }
+}
+
+/// Counts calls by outcome and records their duration, per handler, through the `metrics` facade
+/// (exported by whatever recorder the process installs).
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    name: Arc<str>,
+}
+
+impl MetricsLayer {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Metered<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Metered {
+            inner,
+            name: self.name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Metered<S> {
+    inner: S,
+    name: Arc<str>,
+}
+
+impl<S> Service<HandlerRequest> for Metered<S>
+where
+    S: Service<HandlerRequest, Response = (), Error = HandlerError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = HandlerError;
+    type Future = BoxFuture<'static, Result<(), HandlerError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HandlerRequest) -> Self::Future {
+        let started = Instant::now();
+        let name = self.name.to_string();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let result = call.await;
+            let outcome = match &result {
+                Ok(()) => "success",
+                Err(HandlerError::Retryable { .. }) => "retryable",
+                Err(HandlerError::Permanent { .. }) => "permanent",
+            };
+            metrics::counter!("voltage_handler_calls_total", "handler" => name.clone(), "outcome" => outcome)
+                .increment(1);
+            metrics::histogram!("voltage_handler_call_seconds", "handler" => name)
+                .record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
