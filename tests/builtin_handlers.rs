@@ -17,12 +17,15 @@ use voltage_webhooks::app::handler_set;
 use voltage_webhooks::config::Config;
 use voltage_webhooks::handlers::HandlerSet;
 
+/// Every request the fake downstream received: headers and body.
+type Seen = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A downstream service that answers with the given statuses in turn (the last one repeats) and
 /// records every request.
-async fn downstream(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>) {
-    let seen: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>> = Arc::default();
+async fn downstream(statuses: Vec<u16>) -> (String, Seen) {
+    let seen: Seen = Arc::default();
     let recorded = seen.clone();
     let app = axum::Router::new().route(
         "/hook",

@@ -98,7 +98,7 @@ impl Drop for Running {
 }
 
 #[tokio::test]
-async fn serve_creates_its_database_accepts_a_signed_delivery_and_stops_on_sigterm() {
+async fn serve_stores_a_signed_delivery_and_a_separate_dispatch_process_delivers_it() {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL for the tests");
     let (server, _) = base.rsplit_once('/').unwrap();
     let database = format!("vw_cli_{}", uuid::Uuid::new_v4().simple());
@@ -113,7 +113,9 @@ async fn serve_creates_its_database_accepts_a_signed_delivery_and_stops_on_sigte
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\
          [environments.staging]\norganization_id = \"b0684ab8-1130-46af-8f70-71519442f108\"\n\
          environment_id = \"123e4567-e89b-12d3-a456-426614174000\"\n\
-         [[environments.staging.webhooks]]\nid = \"{WEBHOOK}\"\nsecrets = [{{ env = \"VW_CLI_SECRET\" }}]\n"
+         [[environments.staging.webhooks]]\nid = \"{WEBHOOK}\"\nsecrets = [{{ env = \"VW_CLI_SECRET\" }}]\n\
+         [dispatch]\nenabled = false\npoll_interval_ms = 50\n\
+         [[handlers]]\nname = \"audit\"\nkind = \"log\"\n"
     )
     .unwrap();
     let child = bin()
@@ -141,7 +143,53 @@ async fn serve_creates_its_database_accepts_a_signed_delivery_and_stops_on_sigte
     let json: serde_json::Value = response.json().await.unwrap();
     assert_eq!(json["status"], "stored");
 
-    let pid = running.0.id().to_string();
+    let db = sqlx::PgPool::connect(&format!("{server}/{database}"))
+        .await
+        .unwrap();
+    let status_sql = "SELECT string_agg(status, ',') FROM deliveries";
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status: Option<String> = sqlx::query_scalar(status_sql).fetch_one(&db).await.unwrap();
+    assert_eq!(
+        status.as_deref(),
+        Some("pending"),
+        "serve must not dispatch with dispatch.enabled = false"
+    );
+
+    let dispatcher = bin()
+        .arg("--config")
+        .arg(config.path())
+        .arg("dispatch")
+        .env("DATABASE_URL", format!("{server}/{database}"))
+        .env("VW_CLI_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut dispatching = Running(dispatcher);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: Option<String> = sqlx::query_scalar(status_sql).fetch_one(&db).await.unwrap();
+        if status.as_deref() == Some("succeeded") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dispatch process did not deliver: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.close().await;
+
+    stop_with_sigterm(&mut running).await;
+    stop_with_sigterm(&mut dispatching).await;
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+async fn stop_with_sigterm(process: &mut Running) {
+    let pid = process.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -149,31 +197,13 @@ async fn serve_creates_its_database_accepts_a_signed_delivery_and_stops_on_sigte
         .success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(status) = running.0.try_wait().unwrap() {
+        if let Some(status) = process.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success());
-
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    let stored: i64 = {
-        let db = sqlx::PgPool::connect(&format!("{server}/{database}"))
-            .await
-            .unwrap();
-        let n = sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        db.close().await;
-        n
-    };
-    assert_eq!(stored, 1);
-    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
 }
 
 async fn wait_until_ready(client: &reqwest::Client, url: &str) {

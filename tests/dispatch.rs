@@ -264,11 +264,14 @@ async fn a_delivery_held_by_a_dead_worker_is_taken_again_after_its_lease(pool: P
     assert_eq!(states(&pool).await["audit"].0, "succeeded");
 }
 
+/// Per event: calls running now, the most ever running at once, and calls in all.
+type InFlight = Arc<Mutex<HashMap<Uuid, (usize, usize, usize)>>>;
+
 #[sqlx::test]
 async fn two_dispatchers_deliver_a_thousand_events_exactly_once_and_never_concurrently(
     pool: PgPool,
 ) {
-    let in_flight: Arc<Mutex<HashMap<Uuid, (usize, usize, usize)>>> = Arc::default(); // (now, max, calls)
+    let in_flight: InFlight = Arc::default();
     let mut worker_calls = Vec::new();
     let mut sets = Vec::new();
     for _ in 0..2 {
