@@ -66,15 +66,12 @@ async fn the_http_handler_posts_a_standard_webhook_that_an_off_the_shelf_library
     let set = handlers_from(&http_handler(&url)).await;
     let body = fixture("receive-completed-bolt11.json");
     let (_, accepted) = send(&app_routing(pool.clone(), &set), production(&body)).await;
-    let (stop, task) = start_dispatcher(pool.clone(), set, fast_dispatch());
-    wait_for(
+    dispatch_until(
         &pool,
+        set,
         "SELECT bool_and(status = 'succeeded') FROM deliveries",
-        Duration::from_secs(20),
     )
     .await;
-    stop.cancel();
-    task.await.unwrap();
 
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2, "a 503 is retried, then 204 is success");
@@ -114,15 +111,12 @@ async fn the_http_handler_dead_letters_a_4xx_at_once(pool: PgPool) {
         production(&fixture("receive-completed-bolt11.json")),
     )
     .await;
-    let (stop, task) = start_dispatcher(pool.clone(), set, fast_dispatch());
-    wait_for(
+    dispatch_until(
         &pool,
+        set,
         "SELECT bool_and(status = 'dead') FROM deliveries",
-        Duration::from_secs(20),
     )
     .await;
-    stop.cancel();
-    task.await.unwrap();
     assert_eq!(seen.lock().unwrap().len(), 1);
     let (_, attempts, error) = states(&pool).await.remove("ledger").unwrap();
     assert_eq!(attempts, 1);

@@ -106,15 +106,12 @@ async fn a_failing_handler_is_retried_until_it_succeeds(pool: PgPool) {
         production(&fixture("test-created.json")),
     )
     .await;
-    let (stop, task) = start_dispatcher(pool.clone(), set, fast_dispatch());
-    wait_for(
+    dispatch_until(
         &pool,
+        set,
         "SELECT bool_and(status = 'succeeded') FROM deliveries",
-        Duration::from_secs(20),
     )
     .await;
-    stop.cancel();
-    task.await.unwrap();
 
     assert_eq!(calls.attempts_of(id), [1, 2, 3]);
     let (status, attempts, error) = states(&pool).await.remove("flaky").unwrap();
@@ -164,15 +161,12 @@ async fn a_permanent_failure_is_dead_at_once(pool: PgPool) {
         production(&fixture("test-created.json")),
     )
     .await;
-    let (stop, task) = start_dispatcher(pool.clone(), set, fast_dispatch());
-    wait_for(
+    dispatch_until(
         &pool,
+        set,
         "SELECT bool_and(status = 'dead') FROM deliveries",
-        Duration::from_secs(20),
     )
     .await;
-    stop.cancel();
-    task.await.unwrap();
     assert_eq!(calls.len(), 1);
     let (_, attempts, error) = states(&pool).await.remove("strict").unwrap();
     assert_eq!(attempts, 1);
@@ -194,15 +188,12 @@ async fn retry_after_from_the_handler_replaces_the_backoff(pool: PgPool) {
         production(&fixture("test-created.json")),
     )
     .await;
-    let (stop, task) = start_dispatcher(pool.clone(), set, fast_dispatch());
-    wait_for(
+    dispatch_until(
         &pool,
+        set,
         "SELECT bool_and(attempts = 1 AND status = 'pending') FROM deliveries",
-        Duration::from_secs(20),
     )
     .await;
-    stop.cancel();
-    task.await.unwrap();
     let wait: f64 = sqlx::query_scalar(
         "SELECT EXTRACT(EPOCH FROM next_attempt_at - updated_at)::float8 FROM deliveries",
     )

@@ -139,3 +139,11 @@ pub async fn states(pool: &PgPool) -> HashMap<String, (String, i32, Option<Strin
         .map(|(h, s, a, e)| (h, (s, a, e)))
         .collect()
 }
+
+/// Runs a dispatcher over `handlers` until `sql` (one boolean) holds, then stops it cleanly.
+pub async fn dispatch_until(pool: &PgPool, handlers: Arc<HandlerSet>, sql: &str) {
+    let (stop, task) = start_dispatcher(pool.clone(), handlers, fast_dispatch());
+    wait_for(pool, sql, Duration::from_secs(20)).await;
+    stop.cancel();
+    task.await.unwrap();
+}
