@@ -341,3 +341,57 @@ async fn two_dispatchers_deliver_a_thousand_events_exactly_once_and_never_concur
     );
     assert_eq!(per_worker.iter().sum::<usize>(), 1000);
 }
+
+#[sqlx::test]
+async fn a_new_event_wakes_an_idle_dispatcher_without_waiting_for_the_poll(pool: PgPool) {
+    let (audit, calls) = scripted("audit", Route::all(), quick_retries(3), ok);
+    let set = set_of(vec![audit]);
+    let mut settings = fast_dispatch();
+    settings.poll_interval = Duration::from_secs(60); // only a NOTIFY can wake it within the test
+    let (stop, task) = start_dispatcher(pool.clone(), set.clone(), settings);
+    wait_for(
+        &pool,
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // past the first, empty claim
+    let id = ingest(
+        &app_routing(pool.clone(), &set),
+        production(&fixture("test-created.json")),
+    )
+    .await;
+    wait_for(
+        &pool,
+        "SELECT bool_and(status = 'succeeded') FROM deliveries",
+        Duration::from_secs(10),
+    )
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(calls.attempts_of(id), [1]);
+}
+
+#[sqlx::test]
+async fn a_delivery_whose_notification_was_lost_is_found_by_polling(pool: PgPool) {
+    let (audit, calls) = scripted("audit", Route::all(), quick_retries(3), ok);
+    let set = set_of(vec![audit]);
+    // The event is stored for no handler, then its outbox row appears with no NOTIFY at all.
+    let id = ingest(
+        &app(pool.clone()),
+        production(&fixture("test-created.json")),
+    )
+    .await;
+    sqlx::query("INSERT INTO deliveries (event_id, handler) VALUES ($1, 'audit')")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    dispatch_until(
+        &pool,
+        set,
+        "SELECT bool_and(status = 'succeeded') FROM deliveries",
+    )
+    .await;
+    assert_eq!(calls.attempts_of(id), [1]);
+}

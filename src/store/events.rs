@@ -61,8 +61,8 @@ pub struct StoredEvent {
 impl Store {
     /// Inserts the event and one outbox row per matching handler in one transaction, or counts
     /// one more arrival of an event already stored (no new outbox rows then). Only an insert keeps
-    /// the id we proposed, which is how the two are told apart. At most one NOTIFY per
-    /// transaction: committing transactions that notify are serialized by PostgreSQL.
+    /// the id we proposed, which is how the two are told apart. Dispatchers are woken after the
+    /// commit, outside the transaction (see `wake.rs`).
     pub async fn insert_event(&self, new: &NewEvent<'_>) -> Result<Stored, StoreError> {
         let proposed = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
@@ -72,11 +72,14 @@ impl Store {
         } else {
             Stored::Duplicate(id)
         };
-        if matches!(stored, Stored::New(_)) && !new.handlers.is_empty() {
+        let enqueued = matches!(stored, Stored::New(_)) && !new.handlers.is_empty();
+        if enqueued {
             enqueue(&mut tx, id, new.handlers).await?;
-            wake_dispatchers(&mut tx).await?;
         }
         tx.commit().await?;
+        if enqueued {
+            self.waker.wake(&self.pool);
+        }
         Ok(stored)
     }
 
@@ -129,17 +132,6 @@ pub(super) async fn enqueue(
     sqlx::query("INSERT INTO deliveries (event_id, handler) SELECT $1, unnest($2::text[])")
         .bind(event_id)
         .bind(handlers)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Delivered at commit, and only then; lost on a dispatcher's reconnect, which polling covers.
-pub(super) async fn wake_dispatchers(
-    tx: &mut Transaction<'_, Postgres>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(super::outbox::WAKE_CHANNEL)
         .execute(&mut **tx)
         .await?;
     Ok(())

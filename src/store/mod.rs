@@ -7,6 +7,7 @@
 mod events;
 mod outbox;
 mod quarantine;
+mod wake;
 
 use std::time::Duration;
 
@@ -36,11 +37,16 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Shared by clones, so a process has one NOTIFY task however many handles it makes.
+    waker: wake::Waker,
 }
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            waker: wake::Waker::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
