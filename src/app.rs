@@ -69,6 +69,10 @@ pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: Pg
             tolerance_secs: config.server.timestamp_tolerance_secs,
         },
         clock: http::system_clock(),
+        // Validated by `Config::resolve`, which every command runs first.
+        trusted_proxies: Arc::new(
+            crate::auth::parse_cidrs(&config.server.trusted_proxies).unwrap_or_default(),
+        ),
     }
 }
 
@@ -145,7 +149,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     open_database(config, true).await.map(|_| ())
 }
 
-async fn open_database(config: &Config, migrate: bool) -> anyhow::Result<PgPool> {
+/// A pool for `database.url`; with `migrate`, the database is created if missing and migrated.
+pub async fn open_database(config: &Config, migrate: bool) -> anyhow::Result<PgPool> {
     if migrate {
         store::create_database_if_missing(&config.database)
             .await

@@ -8,6 +8,7 @@
 //! Nothing here parses a body before it is verified, and nothing answers 2xx before a commit.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod event;

@@ -35,6 +35,9 @@ enum Command {
     Migrate,
     /// Validate the configuration and resolve every secret; print warnings.
     CheckConfig,
+    /// Manage API keys for the query API (scoped to one environment, read or write).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
     /// Print the headers of a signed delivery of a body, for testing a deployment with curl.
     Sign {
         /// Environment variable holding the webhook secret (never pass a secret as an argument).
@@ -49,6 +52,37 @@ enum Command {
         /// Also print an x-voltage-webhook-id header with this registration id.
         #[arg(long)]
         webhook_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key and print it once.
+    Create {
+        /// Descriptive, e.g. "billing-service-production-read".
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        environment: String,
+        /// read (every GET) or write (also replay and retry).
+        #[arg(long)]
+        permission: String,
+        /// Allowed client address or CIDR range; repeat for several (none: any address).
+        #[arg(long = "allow-ip")]
+        allow_ips: Vec<String>,
+        /// Lifetime, e.g. 90d or 12h (default: no expiry).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// List keys: name, environment, permission, allow-list, dates and state; never a key.
+    List,
+    /// Revoke every key with this name.
+    Revoke { name: String },
+    /// Issue a new key for this name; the old one stays valid for the grace period.
+    Rotate {
+        name: String,
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
     },
 }
 
@@ -96,6 +130,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("configuration is valid ({} warnings)", warnings.len());
             Ok(())
         }
+        Command::ApiKey(command) => {
+            let output = runtime.block_on(api_key(&config, command))?;
+            println!("{output}");
+            Ok(())
+        }
         Command::Sign { .. } => unreachable!("handled above"),
+    }
+}
+
+async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<String> {
+    use tools::api_keys;
+    match command {
+        ApiKeyCommand::Create {
+            name,
+            environment,
+            permission,
+            allow_ips,
+            expires_in,
+        } => {
+            let request = api_keys::CreateKey {
+                name,
+                environment,
+                permission,
+                allow_ips,
+                expires_in,
+            };
+            api_keys::create(config, request).await
+        }
+        ApiKeyCommand::List => api_keys::list(config).await,
+        ApiKeyCommand::Revoke { name } => api_keys::revoke(config, &name).await,
+        ApiKeyCommand::Rotate { name, grace } => api_keys::rotate(config, &name, grace).await,
     }
 }

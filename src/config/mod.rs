@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Applies both ways: a timestamp this far in the future is as suspect as one this old.
     pub timestamp_tolerance_secs: u64,
+    /// CIDRs of load balancers whose `X-Forwarded-For` is believed (for API-key allow-lists).
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +129,8 @@ impl Config {
 
     /// Checks everything that serde cannot and resolves every secret reference.
     pub fn resolve(&self) -> Result<(Registry, Warnings), ConfigError> {
+        crate::auth::parse_cidrs(&self.server.trusted_proxies)
+            .map_err(|e| ConfigError::invalid("server.trusted_proxies", e))?;
         let mut warnings = Warnings::new();
         let mut environments = Vec::new();
         let mut registrations = Vec::new();

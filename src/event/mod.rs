@@ -6,6 +6,7 @@
 //! that drive storage and routing are read out of it.
 
 mod dedup;
+pub mod payment_state;
 
 pub use dedup::DedupKey;
 

@@ -82,6 +82,11 @@ impl Routing {
         Self { routes }
     }
 
+    /// Every handler's name.
+    pub fn names(&self) -> Vec<String> {
+        self.routes.iter().map(|(name, _)| name.clone()).collect()
+    }
+
     /// Names of the handlers subscribed to this event.
     pub fn matching(&self, environment: &str, event_type: &str, event: &str) -> Vec<String> {
         self.routes

@@ -40,6 +40,22 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A read or write that failed in the database: logged with its cause, answered 503.
+    pub fn unavailable_because(error: &crate::store::StoreError) -> Self {
+        tracing::error!(error = %error, cause = ?std::error::Error::source(error), "database call failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database is unavailable; retry later",
+        )
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+}
+
 impl From<VerifyError> for ApiError {
     fn from(e: VerifyError) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())

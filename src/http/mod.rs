@@ -3,6 +3,7 @@
 //! This is the only module that knows axum. It translates requests into calls on `verify`, `event`
 //! and `store`, and their typed outcomes into status codes; it holds no business rules of its own.
 
+mod api;
 mod error;
 mod health;
 mod ingest;
@@ -20,6 +21,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
+pub use api::ApiDoc;
 pub use error::ApiError;
 pub use ingest::Accepted;
 
@@ -46,6 +48,8 @@ pub struct AppState {
     pub store: Store,
     pub ingest: IngestSettings,
     pub clock: Clock,
+    /// Load balancers whose X-Forwarded-For is believed for API-key allow-lists.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -75,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/{environment}", post(ingest::receive))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .merge(api::routes())
         .fallback(not_found)
         .with_state(state);
     apply_middleware(routes)
@@ -124,6 +129,7 @@ fn request_span(request: &Request) -> Span {
         environment = tracing::field::Empty,
         webhook_id = tracing::field::Empty,
         secret_index = tracing::field::Empty,
+        api_key_id = tracing::field::Empty,
         outcome = tracing::field::Empty,
     )
 }

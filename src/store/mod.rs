@@ -4,9 +4,12 @@
 //! typed outcomes back. Constraints in the schema (see `migrations/`) guard correctness: a duplicate
 //! is whatever the unique index says it is.
 
+mod api_keys;
 mod events;
 mod outbox;
 mod quarantine;
+mod queries;
+mod replay;
 mod wake;
 
 use std::time::Duration;
@@ -16,9 +19,12 @@ use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use events::{NewEvent, Stored, StoredEvent};
 pub use outbox::{ClaimRequest, Claimed, DeliveryState, WAKE_CHANNEL};
 pub use quarantine::Quarantined;
+pub use queries::{EventQuery, EventSummary, FeedRow};
+pub use replay::{ReplayOutcome, RetryOutcome};
 
 use crate::config::DatabaseConfig;
 
@@ -31,6 +37,19 @@ pub enum StoreError {
     /// Voltage retries. The source is kept for logs, never shown to clients.
     #[error("database unavailable or write failed")]
     Unavailable(#[from] sqlx::Error),
+    /// A uniqueness rule refused the write; the text says which, in terms a caller can show.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// `Conflict(message)` for a unique violation, `Unavailable` for anything else.
+    pub(crate) fn conflict_on_unique(error: sqlx::Error, message: String) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(message),
+            _ => Self::Unavailable(error),
+        }
+    }
 }
 
 /// Handle to the database; cheap to clone.

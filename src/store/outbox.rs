@@ -43,7 +43,7 @@ pub struct ClaimRequest<'a> {
 }
 
 /// A delivery's state as operators and tests see it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryState {
     pub id: i64,
     pub event_id: Uuid,

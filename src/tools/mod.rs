@@ -1,4 +1,7 @@
-//! Operator tools behind the CLI: `sign` (headers for a test delivery with curl) and `check-config`.
+//! Operator tools behind the CLI: `sign` (headers for a test delivery with curl), `check-config`,
+//! and API key management.
+
+pub mod api_keys;
 
 use std::path::Path;
 

@@ -1,0 +1,126 @@
+//! Who may call the query API: the `x-api-key` header, checked in this order: a key that exists,
+//! is not revoked and not expired (401); belongs to the path's environment (403); has the
+//! permission (403); and, when it has an allow-list, is used from an allowed address (403).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use chrono::Utc;
+
+use crate::auth::{client_ip, hash_key, parse_cidrs, Permission};
+use crate::http::{ApiError, AppState};
+
+/// A caller allowed into one environment.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub environment: String,
+}
+
+/// Any valid key of the environment (every GET).
+#[derive(Debug, Clone)]
+pub struct Reader(pub Access);
+
+/// A write key of the environment (replay, retry).
+#[derive(Debug, Clone)]
+pub struct Writer(pub Access);
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, Permission::Read).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, Permission::Write).await.map(Self)
+    }
+}
+
+fn forbidden(code: &'static str, detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, code, detail)
+}
+
+async fn authorize(
+    parts: &mut Parts,
+    state: &AppState,
+    needed: Permission,
+) -> Result<Access, ApiError> {
+    let unauthorized = |code, detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, detail);
+    let key = parts
+        .headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            unauthorized("missing_api_key", "send an API key in the x-api-key header")
+        })?;
+    let record = state
+        .store
+        .api_key_by_hash(&hash_key(key))
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?
+        .filter(|k| k.is_usable(Utc::now()))
+        .ok_or_else(|| {
+            unauthorized(
+                "invalid_api_key",
+                "the API key is unknown, revoked or expired",
+            )
+        })?;
+
+    let environment = path_environment(parts, state).await?;
+    if record.environment != environment {
+        return Err(forbidden(
+            "wrong_environment",
+            format!("this key belongs to environment {:?}", record.environment),
+        ));
+    }
+    let permission = Permission::parse(&record.permission).unwrap_or(Permission::Read);
+    if !permission.allows(needed) {
+        return Err(forbidden(
+            "insufficient_permission",
+            format!("this needs a {} key", needed.as_str()),
+        ));
+    }
+    if !record.allow_ips.is_empty() {
+        let allowed = parse_cidrs(&record.allow_ips).unwrap_or_default();
+        let client = caller_address(parts, state);
+        if !client.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
+            return Err(forbidden(
+                "ip_not_allowed",
+                "this key may not be used from this address",
+            ));
+        }
+    }
+    if let Err(e) = state.store.touch_api_key(record.id).await {
+        tracing::debug!(error = %e, "recording the key's last use failed");
+    }
+    // Which key did what: the request span (and so every line logged under it) names it.
+    tracing::Span::current().record("api_key_id", tracing::field::display(record.id));
+    Ok(Access { environment })
+}
+
+async fn path_environment(parts: &mut Parts, state: &AppState) -> Result<String, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::not_found("not_found", "no such route"))?;
+    params
+        .iter()
+        .find(|(name, _)| *name == "environment")
+        .map(|(_, value)| value.to_owned())
+        .ok_or_else(|| ApiError::not_found("not_found", "no such route"))
+}
+
+/// The socket peer, or the client behind trusted proxies (see `auth::client_ip`).
+fn caller_address(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let forwarded: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Some(client_ip(peer, &forwarded, &state.trusted_proxies))
+}

@@ -1,0 +1,116 @@
+//! `/v1/environments/{environment}/deliveries`: delivery states (e.g. the dead letters) and retry.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::access::{Reader, Writer};
+use super::events::query_error;
+use crate::http::{ApiError, AppState};
+use crate::store::{DeliveryState, RetryOutcome};
+
+const STATUSES: [&str; 4] = ["pending", "in_flight", "succeeded", "dead"];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryParams {
+    /// `pending`, `in_flight`, `succeeded` or `dead`.
+    pub status: Option<String>,
+    /// `next_after` of the previous page.
+    pub after: Option<i64>,
+    /// 1 to 500 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<DeliveryState>,
+    pub next_after: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/environments/{environment}/deliveries", tag = "deliveries",
+    params(("environment" = String, Path), DeliveryParams),
+    responses((status = 200, body = DeliveryPage), (status = 400)))]
+pub async fn list(
+    Reader(access): Reader,
+    State(state): State<AppState>,
+    query: Result<Query<DeliveryParams>, QueryRejection>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    let Query(params) = query.map_err(query_error)?;
+    if let Some(status) = params.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("status {status:?}: one of {STATUSES:?}"),
+        ));
+    }
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "limit must be 1 to 500",
+        ));
+    }
+    let mut deliveries = state
+        .store
+        .list_deliveries(
+            &access.environment,
+            params.status.as_deref(),
+            params.after.unwrap_or(0),
+            limit + 1,
+        )
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?;
+    let more = deliveries.len() as i64 > limit;
+    deliveries.truncate(limit as usize);
+    let next_after = more.then(|| deliveries.last().map(|d| d.id)).flatten();
+    Ok(Json(DeliveryPage {
+        deliveries,
+        next_after,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetryResponse {
+    pub delivery_id: i64,
+    pub status: &'static str,
+}
+
+/// Retry a dead delivery now, with a fresh set of attempts.
+#[utoipa::path(post, path = "/v1/environments/{environment}/deliveries/{delivery_id}/retry", tag = "deliveries",
+    params(("environment" = String, Path), ("delivery_id" = i64, Path)),
+    responses((status = 202, body = RetryResponse), (status = 404), (status = 409)))]
+pub async fn retry(
+    Writer(access): Writer,
+    State(state): State<AppState>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<RetryResponse>), ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found("delivery_not_found", "no such delivery"))?;
+    match state
+        .store
+        .retry_delivery(&access.environment, id)
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?
+    {
+        RetryOutcome::Retried => Ok((
+            StatusCode::ACCEPTED,
+            Json(RetryResponse {
+                delivery_id: id,
+                status: "pending",
+            }),
+        )),
+        RetryOutcome::NotDead(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_dead",
+            format!("only dead deliveries are retried; this one is {status}"),
+        )),
+        RetryOutcome::NotFound => Err(ApiError::not_found(
+            "delivery_not_found",
+            "no such delivery in this environment",
+        )),
+    }
+}

@@ -1,0 +1,315 @@
+//! `/v1/environments/{environment}/events...`: listing with keyset pages, one event, its exact
+//! bytes, its deliveries, and replay.
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::access::{Reader, Writer};
+use super::cursor;
+use crate::http::{ApiError, AppState};
+use crate::store::{DeliveryState, EventQuery, EventSummary, ReplayOutcome, StoredEvent};
+
+const MAX_LIMIT: i64 = 500;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// `send`, `receive`, `test`, ...
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// `completed`, `failed`, ...
+    pub event: Option<String>,
+    pub payment_id: Option<String>,
+    /// RFC 3339; exclusive.
+    pub received_after: Option<DateTime<Utc>>,
+    /// RFC 3339; exclusive.
+    pub received_before: Option<DateTime<Utc>>,
+    /// `desc` (default) or `asc`, by time received.
+    pub order: Option<String>,
+    /// 1 to 500 (default 100).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<EventSummary>,
+    /// Absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventDetail {
+    #[serde(flatten)]
+    pub summary: EventSummary,
+    pub webhook_id: Option<Uuid>,
+    /// Which of the registration's secrets verified it (a position, never a secret).
+    pub secret_index: Option<i16>,
+    /// The body as Voltage sent it, parsed.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+pub(super) fn query_error(e: QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_parameter", e.body_text())
+}
+
+pub(super) fn event_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::not_found("event_not_found", "no such event"))
+}
+
+pub(super) fn summary(e: &StoredEvent) -> EventSummary {
+    EventSummary {
+        id: e.id,
+        environment: e.environment.clone(),
+        event_type: e.event_type.clone(),
+        event: e.event.clone(),
+        payment_id: e.payment_id.clone(),
+        payment_status: e.payment_status.clone(),
+        payment_updated_at: e.payment_updated_at,
+        source: e.source.clone(),
+        received_at: e.received_at,
+        last_received_at: e.last_received_at,
+        arrival_count: e.arrival_count,
+    }
+}
+
+async fn load(state: &AppState, environment: &str, id: &str) -> Result<StoredEvent, ApiError> {
+    state
+        .store
+        .event_in(environment, event_id(id)?)
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?
+        .ok_or_else(|| ApiError::not_found("event_not_found", "no such event in this environment"))
+}
+
+/// List events, newest first by default; pages are stable while new events arrive.
+#[utoipa::path(get, path = "/v1/environments/{environment}/events", tag = "events",
+    params(("environment" = String, Path), ListParams),
+    responses((status = 200, body = EventPage), (status = 400), (status = 401), (status = 403)))]
+pub async fn list(
+    Reader(access): Reader,
+    State(state): State<AppState>,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<EventPage>, ApiError> {
+    let Query(params) = query.map_err(query_error)?;
+    let ascending = match params.order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("order {other:?}: use asc or desc"),
+            ))
+        }
+    };
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let after = params
+        .cursor
+        .as_deref()
+        .map(|c| cursor::decode_page(c, ascending))
+        .transpose()?;
+    let query = EventQuery {
+        environment: access.environment,
+        event_type: params.event_type,
+        event: params.event,
+        payment_id: params.payment_id,
+        received_after: params.received_after,
+        received_before: params.received_before,
+        ascending,
+        limit: limit + 1,
+        after,
+    };
+    let mut events = state
+        .store
+        .list_events(&query)
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?;
+    let more = events.len() as i64 > limit;
+    events.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| {
+            events
+                .last()
+                .map(|e| cursor::encode_page(ascending, e.received_at, e.id))
+        })
+        .flatten();
+    Ok(Json(EventPage {
+        events,
+        next_cursor,
+    }))
+}
+
+/// One event: metadata and the parsed payload.
+#[utoipa::path(get, path = "/v1/environments/{environment}/events/{event_id}", tag = "events",
+    params(("environment" = String, Path), ("event_id" = Uuid, Path)),
+    responses((status = 200, body = EventDetail), (status = 404)))]
+pub async fn get(
+    Reader(access): Reader,
+    State(state): State<AppState>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<EventDetail>, ApiError> {
+    let e = load(&state, &access.environment, &id).await?;
+    Ok(Json(EventDetail {
+        summary: summary(&e),
+        webhook_id: e.webhook_id,
+        secret_index: e.secret_index,
+        payload: e.payload,
+    }))
+}
+
+/// The exact bytes Voltage signed, byte for byte.
+#[utoipa::path(get, path = "/v1/environments/{environment}/events/{event_id}/raw", tag = "events",
+    params(("environment" = String, Path), ("event_id" = Uuid, Path)),
+    responses((status = 200, content_type = "application/json", body = Vec<u8>), (status = 404)))]
+pub async fn raw(
+    Reader(access): Reader,
+    State(state): State<AppState>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let e = load(&state, &access.environment, &id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], e.raw_body).into_response())
+}
+
+/// Each handler's delivery state for the event.
+#[utoipa::path(get, path = "/v1/environments/{environment}/events/{event_id}/deliveries", tag = "events",
+    params(("environment" = String, Path), ("event_id" = Uuid, Path)),
+    responses((status = 200, body = Vec<DeliveryState>), (status = 404)))]
+pub async fn deliveries(
+    Reader(access): Reader,
+    State(state): State<AppState>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Vec<DeliveryState>>, ApiError> {
+    let e = load(&state, &access.environment, &id).await?;
+    let states = state
+        .store
+        .deliveries_of(e.id)
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?;
+    Ok(Json(states))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Handler names; absent or empty: every handler subscribed to the event.
+    #[serde(default)]
+    pub handlers: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayResponse {
+    pub event_id: Uuid,
+    /// `replayed`, or `already_replayed` when the Idempotency-Key was seen before.
+    pub status: &'static str,
+    /// The handlers enqueued (in-flight deliveries are left to finish).
+    pub handlers: Vec<String>,
+}
+
+/// Enqueue the event again. With an `Idempotency-Key` header, a repeated call does nothing.
+#[utoipa::path(post, path = "/v1/environments/{environment}/events/{event_id}/replay", tag = "events",
+    params(("environment" = String, Path), ("event_id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes a repeated call a no-op")),
+    request_body(content = Option<ReplayRequest>),
+    responses((status = 202, body = ReplayResponse), (status = 404), (status = 422)))]
+pub async fn replay(
+    Writer(access): Writer,
+    State(state): State<AppState>,
+    Path((_, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ReplayResponse>), ApiError> {
+    let request: ReplayRequest = if body.is_empty() {
+        ReplayRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+    };
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "Idempotency-Key must be 1 to 255 visible characters",
+        ));
+    }
+    let e = load(&state, &access.environment, &id).await?;
+    let handlers = handlers_for(&state, &e, request.handlers)?;
+    let outcome = state
+        .store
+        .replay(&access.environment, e.id, &handlers, key.as_deref())
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?;
+    let (status, handlers) = match outcome {
+        ReplayOutcome::Replayed { handlers } => ("replayed", handlers),
+        ReplayOutcome::AlreadyDone { handlers } => ("already_replayed", handlers),
+        ReplayOutcome::KeyReused => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for another event",
+            ))
+        }
+        ReplayOutcome::NotFound => {
+            return Err(ApiError::not_found(
+                "event_not_found",
+                "no such event in this environment",
+            ))
+        }
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReplayResponse {
+            event_id: e.id,
+            status,
+            handlers,
+        }),
+    ))
+}
+
+fn handlers_for(
+    state: &AppState,
+    e: &StoredEvent,
+    named: Vec<String>,
+) -> Result<Vec<String>, ApiError> {
+    let known = state.routing.names();
+    if let Some(unknown) = named.iter().find(|n| !known.contains(n)) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_handler",
+            format!("no handler named {unknown:?}"),
+        ));
+    }
+    let handlers = if named.is_empty() {
+        state
+            .routing
+            .matching(&e.environment, &e.event_type, &e.event)
+    } else {
+        named
+    };
+    if handlers.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_handlers",
+            "no handler is subscribed to this event",
+        ));
+    }
+    Ok(handlers)
+}

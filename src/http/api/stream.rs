@@ -1,0 +1,102 @@
+//! `GET /v1/environments/{environment}/events/stream`: Server-Sent Events of events as they are
+//! stored, by any replica. Driven by the database (the feed is read in commit-safe order), so it
+//! needs no in-process channel; resumable with `?after=` or `Last-Event-ID`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::access::Reader;
+use super::cursor;
+use super::events::query_error;
+use crate::http::{ApiError, AppState};
+use crate::store::{FeedRow, Store};
+
+const POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Resume after this event's `id:` (also accepted as the `Last-Event-ID` header).
+    pub after: Option<String>,
+}
+
+struct Feed {
+    store: Store,
+    environment: String,
+    position: (String, Uuid),
+    ready: VecDeque<FeedRow>,
+}
+
+/// Each SSE event: `id` is the resume cursor, `event: voltage`, `data` the event summary as JSON.
+#[utoipa::path(get, path = "/v1/environments/{environment}/events/stream", tag = "events",
+    params(("environment" = String, Path), StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this id")),
+    responses((status = 200, content_type = "text/event-stream", description = "events as they are stored")))]
+pub async fn stream(
+    Reader(access): Reader,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StreamParams>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(params) = query.map_err(query_error)?;
+    let resume = params.after.or_else(|| {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let position = match resume {
+        Some(c) => cursor::decode_feed(&c)?,
+        None => (
+            state
+                .store
+                .feed_start()
+                .await
+                .map_err(|e| ApiError::unavailable_because(&e))?,
+            Uuid::nil(),
+        ),
+    };
+    let feed = Feed {
+        store: state.store.clone(),
+        environment: access.environment,
+        position,
+        ready: VecDeque::new(),
+    };
+    let events = futures_util::stream::unfold(feed, |mut feed| async move {
+        loop {
+            if let Some(row) = feed.ready.pop_front() {
+                feed.position = (row.txid.clone(), row.event.id);
+                let id = cursor::encode_feed(&row.txid, row.event.id);
+                let data = serde_json::to_string(&row.event).unwrap_or_default();
+                return Some((
+                    Ok(Event::default().id(id).event("voltage").data(data)),
+                    feed,
+                ));
+            }
+            let (txid, id) = &feed.position;
+            match feed
+                .store
+                .feed_after(&feed.environment, txid, *id, 100)
+                .await
+            {
+                Ok(rows) if !rows.is_empty() => feed.ready.extend(rows),
+                Ok(_) => tokio::time::sleep(POLL).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream read failed; retrying");
+                    tokio::time::sleep(POLL * 4).await;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
