@@ -26,7 +26,7 @@ async fn open(config: &Config) -> anyhow::Result<Store> {
 
 /// Returns the text to print: the key, once, with what it is for.
 pub async fn create(config: &Config, request: CreateKey) -> anyhow::Result<String> {
-    if config.environments.get(&request.environment).is_none() {
+    if !config.environments.contains_key(&request.environment) {
         anyhow::bail!(
             "--environment: no environment named {:?} is configured",
             request.environment
