@@ -2,6 +2,7 @@
 //! a TCP proxy that can cut PostgreSQL away from the app for real outages.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod api;
 pub mod fanout;
 pub mod proxy;
 

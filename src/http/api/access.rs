@@ -86,7 +86,7 @@ async fn authorize(
     }
     if !record.allow_ips.is_empty() {
         let allowed = parse_cidrs(&record.allow_ips).unwrap_or_default();
-        let client = caller_address(parts, state);
+        let client = caller_address(parts, state).await;
         if !client.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
             return Err(forbidden(
                 "ip_not_allowed",
@@ -114,8 +114,11 @@ async fn path_environment(parts: &mut Parts, state: &AppState) -> Result<String,
 }
 
 /// The socket peer, or the client behind trusted proxies (see `auth::client_ip`).
-fn caller_address(parts: &Parts, state: &AppState) -> Option<IpAddr> {
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+async fn caller_address(parts: &mut Parts, state: &AppState) -> Option<IpAddr> {
+    let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+        .await
+        .ok()?;
+    let peer = peer.ip();
     let forwarded: Vec<&str> = parts
         .headers
         .get_all("x-forwarded-for")
