@@ -218,3 +218,94 @@ async fn wait_until_ready(client: &reqwest::Client, url: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn api_keys_are_printed_once_listed_without_secrets_rotated_and_revoked() {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL for the tests");
+    let (server, _) = base.rsplit_once('/').unwrap();
+    let database = format!("vw_cli_keys_{}", uuid::Uuid::new_v4().simple());
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        config,
+        "[environments.production]\norganization_id = \"b0684ab8-1130-46af-8f70-71519442f108\"\n\
+         environment_id = \"123e4567-e89b-12d3-a456-426614174000\"\n"
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output = bin()
+            .arg("--config")
+            .arg(config.path())
+            .args(["api-key"])
+            .args(args)
+            .env("DATABASE_URL", format!("{server}/{database}"))
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let create = [
+        "create",
+        "--name",
+        "ledger-production-read",
+        "--environment",
+        "production",
+        "--permission",
+        "read",
+    ];
+    let (ok, out, err) = run(&[
+        &create[..],
+        &["--allow-ip", "10.0.0.0/8", "--expires-in", "90d"],
+    ]
+    .concat());
+    assert!(ok, "{err}");
+    let key = out.lines().next().unwrap().to_owned();
+    assert!(key.starts_with("vwk_") && key.len() == 47, "{out}");
+
+    let (ok, listing, _) = run(&["list"]);
+    assert!(ok);
+    assert!(
+        listing.contains("ledger-production-read")
+            && listing.contains("10.0.0.0/8")
+            && listing.contains("active")
+    );
+    assert!(!listing.contains(&key[8..]), "list shows a key");
+
+    let (ok, _, err) = run(&create);
+    assert!(
+        !ok && err.contains("exists"),
+        "a second current key of one name: {err}"
+    );
+    let (ok, _, err) = run(&[
+        "create",
+        "--name",
+        "x",
+        "--environment",
+        "staging",
+        "--permission",
+        "read",
+    ]);
+    assert!(!ok && err.contains("--environment"), "{err}");
+
+    let (ok, rotated, _) = run(&["rotate", "ledger-production-read", "--grace", "1h"]);
+    assert!(ok);
+    let new_key = rotated.lines().next().unwrap();
+    assert!(new_key.starts_with("vwk_") && new_key != key);
+    let (_, listing, _) = run(&["list"]);
+    assert!(
+        listing.contains("in-grace") && listing.contains("active"),
+        "{listing}"
+    );
+
+    let (ok, revoked, _) = run(&["revoke", "ledger-production-read"]);
+    assert!(ok && revoked.contains("revoked 2"), "{revoked}");
+
+    let drop = format!("DROP DATABASE {database} WITH (FORCE)");
+    let status = Command::new("psql")
+        .args([base.as_str(), "-qc", &drop])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
