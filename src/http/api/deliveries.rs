@@ -46,13 +46,7 @@ pub async fn list(
             format!("status {status:?}: one of {STATUSES:?}"),
         ));
     }
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            "limit must be 1 to 500",
-        ));
-    }
+    let limit = super::page_limit(params.limit)?;
     let mut deliveries = state
         .store
         .list_deliveries(
@@ -63,8 +57,7 @@ pub async fn list(
         )
         .await
         .map_err(|e| ApiError::unavailable_because(&e))?;
-    let more = deliveries.len() as i64 > limit;
-    deliveries.truncate(limit as usize);
+    let more = super::close_page(&mut deliveries, limit);
     let next_after = more.then(|| deliveries.last().map(|d| d.id)).flatten();
     Ok(Json(DeliveryPage {
         deliveries,

@@ -18,8 +18,6 @@ use super::cursor;
 use crate::http::{ApiError, AppState};
 use crate::store::{DeliveryState, EventQuery, EventSummary, ReplayOutcome, StoredEvent};
 
-const MAX_LIMIT: i64 = 500;
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
@@ -113,13 +111,7 @@ pub async fn list(
             ))
         }
     };
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            format!("limit must be 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let limit = super::page_limit(params.limit)?;
     let after = params
         .cursor
         .as_deref()
@@ -141,8 +133,7 @@ pub async fn list(
         .list_events(&query)
         .await
         .map_err(|e| ApiError::unavailable_because(&e))?;
-    let more = events.len() as i64 > limit;
-    events.truncate(limit as usize);
+    let more = super::close_page(&mut events, limit);
     let next_cursor = more
         .then(|| {
             events

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use utoipa::OpenApi;
 
-use super::AppState;
+use super::{ApiError, AppState};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -36,6 +36,29 @@ use super::AppState;
     )
 )]
 pub struct ApiDoc;
+
+/// The largest page any listing returns.
+const MAX_PAGE: i64 = 500;
+
+/// A listing's page size: 1 to 500, 100 when absent.
+fn page_limit(requested: Option<i64>) -> Result<i64, ApiError> {
+    let limit = requested.unwrap_or(100);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ))
+    }
+}
+
+/// Listings fetch `limit + 1` rows: the extra one only says whether another page exists.
+fn close_page<T>(rows: &mut Vec<T>, limit: i64) -> bool {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    more
+}
 
 pub fn routes() -> Router<AppState> {
     let env = "/v1/environments/{environment}";
