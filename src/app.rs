@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::handlers::{self, HandlerSet, RegisteredHandler, Routing};
 use crate::http::{self, AppState, IngestSettings};
-use crate::store::{self, Store};
+use crate::store::{self, GroupCommit, GroupCommitSettings, Store};
 use crate::verify::Registry;
 
 #[derive(Debug)]
@@ -59,11 +59,19 @@ impl Application {
 }
 
 /// The handlers' state; also what tests use to drive the router in process.
+/// Starts the group-commit writers, so it must run inside the runtime.
 pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: PgPool) -> AppState {
+    let store = Store::new(pool);
+    let group_commit = GroupCommitSettings {
+        max_events: config.ingest.batch_max_events,
+        max_wait: std::time::Duration::from_micros(config.ingest.batch_max_wait_us),
+        writers: config.ingest.writers,
+    };
     AppState {
         registry: Arc::new(registry),
         routing: Arc::new(routing),
-        store: Store::new(pool),
+        writer: GroupCommit::start(store.clone(), group_commit),
+        store,
         ingest: IngestSettings {
             max_body_bytes: config.server.max_body_bytes,
             tolerance_secs: config.server.timestamp_tolerance_secs,

@@ -31,6 +31,7 @@ const ENV_PREFIX: &str = "VOLTAGE_WEBHOOKS_";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub ingest: IngestConfig,
     pub database: DatabaseConfig,
     pub dispatch: DispatchConfig,
     pub nats: NatsConfig,
@@ -50,6 +51,18 @@ pub struct ServerConfig {
     pub timestamp_tolerance_secs: u64,
     /// CIDRs of load balancers whose `X-Forwarded-For` is believed (for API-key allow-lists).
     pub trusted_proxies: Vec<String>,
+}
+
+/// Group commit: concurrent deliveries share one transaction.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Events per transaction at most; 1 turns group commit off.
+    pub batch_max_events: usize,
+    /// How long a batch waits for more events once it has one, in microseconds.
+    pub batch_max_wait_us: u64,
+    /// Batches being written at once (each holds a database connection while it writes).
+    pub writers: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +142,20 @@ impl Config {
 
     /// Checks everything that serde cannot and resolves every secret reference.
     pub fn resolve(&self) -> Result<(Registry, Warnings), ConfigError> {
+        for (key, value) in [
+            ("ingest.batch_max_events", self.ingest.batch_max_events),
+            ("ingest.writers", self.ingest.writers),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.ingest.writers as u64 >= u64::from(self.database.max_connections) {
+            return Err(ConfigError::invalid(
+                "ingest.writers",
+                "must be less than database.max_connections, or writers would starve every other query",
+            ));
+        }
         crate::auth::parse_cidrs(&self.server.trusted_proxies)
             .map_err(|e| ConfigError::invalid("server.trusted_proxies", e))?;
         let mut warnings = Warnings::new();

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::event::{DedupKey, Payload};
-use crate::store::{NewEvent, Quarantined, StoreError, Stored};
+use crate::store::{NewEvent, OwnedEvent, Quarantined, StoreError, Stored};
 use crate::verify::{self, headers, Delivery, Verified};
 
 #[derive(Debug, Serialize)]
@@ -100,7 +100,12 @@ async fn handle(
         verified: &verified,
         handlers: &handlers,
     };
-    let stored = state.store.insert_event(&new).await.map_err(store_failed)?;
+    // Answered only after the batch holding this event committed; a failed batch is a 503.
+    let stored = state
+        .writer
+        .submit(OwnedEvent::from_new(&new))
+        .await
+        .map_err(|_| ApiError::unavailable())?;
     Ok(Accepted {
         status: match stored {
             Stored::New(_) => "stored",

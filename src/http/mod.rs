@@ -26,7 +26,7 @@ pub use error::ApiError;
 pub use ingest::Accepted;
 
 use crate::handlers::Routing;
-use crate::store::Store;
+use crate::store::{GroupCommit, Store};
 use crate::verify::Registry;
 
 /// The time source for the timestamp window; a fixed one lets tests replay recorded deliveries.
@@ -45,6 +45,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Which handlers each new event is enqueued for, in the event's own transaction.
     pub routing: Arc<Routing>,
+    /// Where new events go: group commit in front of the store.
+    pub writer: GroupCommit,
     pub store: Store,
     pub ingest: IngestSettings,
     pub clock: Clock,

@@ -5,7 +5,9 @@
 //! is whatever the unique index says it is.
 
 mod api_keys;
+mod batch;
 mod events;
+mod group_commit;
 mod outbox;
 mod quarantine;
 mod queries;
@@ -20,7 +22,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
+pub use batch::OwnedEvent;
 pub use events::{NewEvent, Stored, StoredEvent};
+pub use group_commit::{BatchFailed, GroupCommit, GroupCommitSettings};
 pub use outbox::{ClaimRequest, Claimed, DeliveryState, WAKE_CHANNEL};
 pub use quarantine::Quarantined;
 pub use queries::{EventQuery, EventSummary, FeedRow};

@@ -1,0 +1,192 @@
+//! Many events in one transaction: one multi-row insert of the distinct events, one insert of their
+//! outbox rows, one commit. Each caller's outcome (stored or duplicate) is read back per event.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::events::secret_index;
+use super::{NewEvent, Store, StoreError, Stored};
+
+/// A [`NewEvent`] that owns its data, so it can wait in a queue for its batch.
+#[derive(Debug, Clone)]
+pub struct OwnedEvent {
+    pub environment: String,
+    pub dedup_key: [u8; 32],
+    pub event_type: String,
+    pub event: String,
+    pub payment_id: Option<String>,
+    pub payment_status: Option<String>,
+    pub payment_updated_at: Option<DateTime<Utc>>,
+    pub payload: Value,
+    pub raw_body: Bytes,
+    pub webhook_id: Uuid,
+    pub secret_index: i16,
+    pub signed_timestamp: i64,
+    pub handlers: Vec<String>,
+}
+
+impl OwnedEvent {
+    pub fn from_new(new: &NewEvent<'_>) -> Self {
+        let payment = new.payload.payment.as_ref();
+        Self {
+            environment: new.environment.to_owned(),
+            dedup_key: new.dedup_key.0,
+            event_type: new.payload.event_type.clone(),
+            event: new.payload.event.clone(),
+            payment_id: payment.map(|p| p.id.clone()),
+            payment_status: payment.and_then(|p| p.status.clone()),
+            payment_updated_at: payment.and_then(|p| p.updated_at),
+            payload: new.payload.json.clone(),
+            raw_body: Bytes::copy_from_slice(new.raw_body),
+            webhook_id: new.verified.webhook_id,
+            secret_index: secret_index(new.verified),
+            signed_timestamp: new.verified.timestamp,
+            handlers: new.handlers.to_vec(),
+        }
+    }
+}
+
+/// Column arrays for `unnest`, one entry per distinct event of the batch.
+#[derive(Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    environment: Vec<String>,
+    dedup_key: Vec<Vec<u8>>,
+    event_type: Vec<String>,
+    event: Vec<String>,
+    payment_id: Vec<Option<String>>,
+    payment_status: Vec<Option<String>>,
+    payment_updated_at: Vec<Option<DateTime<Utc>>>,
+    payload: Vec<Value>,
+    raw_body: Vec<Vec<u8>>,
+    webhook_id: Vec<Uuid>,
+    secret_index: Vec<i16>,
+    signed_timestamp: Vec<i64>,
+    arrivals: Vec<i32>,
+}
+
+impl Store {
+    /// Writes `events` in one transaction. The result has one outcome per input, in order; events
+    /// with the same key within the batch are one event (the first is stored, the rest duplicate).
+    pub async fn insert_batch(&self, events: &[OwnedEvent]) -> Result<Vec<Stored>, StoreError> {
+        // The distinct events, each with the positions of the inputs that carry it.
+        let mut slots: HashMap<(&str, [u8; 32]), usize> = HashMap::new();
+        let mut owners: Vec<Vec<usize>> = Vec::new();
+        let mut columns = Columns::default();
+        for (position, e) in events.iter().enumerate() {
+            let slot = *slots
+                .entry((e.environment.as_str(), e.dedup_key))
+                .or_insert_with(|| {
+                    push(&mut columns, e);
+                    owners.push(Vec::new());
+                    owners.len() - 1
+                });
+            owners[slot].push(position);
+            columns.arrivals[slot] += i32::from(owners[slot].len() > 1);
+        }
+        let mut tx = self.pool.begin().await?;
+        let ids = insert_distinct(&mut tx, &columns).await?;
+        let mut outcomes = vec![Stored::Duplicate(Uuid::nil()); events.len()];
+        let (mut outbox_events, mut outbox_handlers) = (Vec::new(), Vec::new());
+        for (slot, id) in ids.iter().enumerate() {
+            let new = *id == columns.id[slot];
+            for (nth, &position) in owners[slot].iter().enumerate() {
+                outcomes[position] = if new && nth == 0 {
+                    Stored::New(*id)
+                } else {
+                    Stored::Duplicate(*id)
+                };
+            }
+            if new {
+                for handler in &events[owners[slot][0]].handlers {
+                    outbox_events.push(*id);
+                    outbox_handlers.push(handler.clone());
+                }
+            }
+        }
+        if !outbox_events.is_empty() {
+            sqlx::query("INSERT INTO deliveries (event_id, handler) SELECT * FROM unnest($1::uuid[], $2::text[])")
+                .bind(&outbox_events)
+                .bind(&outbox_handlers)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if !outbox_events.is_empty() {
+            self.waker.wake(&self.pool);
+        }
+        Ok(outcomes)
+    }
+}
+
+fn push(c: &mut Columns, e: &OwnedEvent) {
+    c.id.push(Uuid::now_v7());
+    c.environment.push(e.environment.clone());
+    c.dedup_key.push(e.dedup_key.to_vec());
+    c.event_type.push(e.event_type.clone());
+    c.event.push(e.event.clone());
+    c.payment_id.push(e.payment_id.clone());
+    c.payment_status.push(e.payment_status.clone());
+    c.payment_updated_at.push(e.payment_updated_at);
+    c.payload.push(e.payload.clone());
+    c.raw_body.push(e.raw_body.to_vec());
+    c.webhook_id.push(e.webhook_id);
+    c.secret_index.push(e.secret_index);
+    c.signed_timestamp.push(e.signed_timestamp);
+    c.arrivals.push(1);
+}
+
+/// One row per distinct event, inserted in key order so that concurrent batches sharing keys take
+/// their row locks in the same order (no deadlock); returns, in input order, the id each one has in the table (the
+/// proposed id if it was inserted, the existing one if it was already there).
+async fn insert_distinct(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    c: &Columns,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows: Vec<(i64, Uuid)> = sqlx::query_as(
+        "WITH input AS ( \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], \
+                 $7::text[], $8::timestamptz[], $9::jsonb[], $10::bytea[], $11::uuid[], $12::int2[], \
+                 $13::int8[], $14::int4[]) WITH ORDINALITY \
+             AS t(id, environment, dedup_key, event_type, event, payment_id, payment_status, \
+                  payment_updated_at, payload, raw_body, webhook_id, secret_index, signed_timestamp, \
+                  arrivals, position) \
+         ), written AS ( \
+             INSERT INTO events (id, environment, dedup_key, event_type, event, payment_id, payment_status, \
+                 payment_updated_at, payload, raw_body, webhook_id, secret_index, signed_timestamp, arrival_count) \
+             SELECT id, environment, dedup_key, event_type, event, payment_id, payment_status, \
+                 payment_updated_at, payload, raw_body, webhook_id, secret_index, signed_timestamp, arrivals \
+             FROM input ORDER BY environment, dedup_key \
+             ON CONFLICT ON CONSTRAINT events_dedup DO UPDATE \
+                 SET arrival_count = events.arrival_count + EXCLUDED.arrival_count, last_received_at = now() \
+             RETURNING id, environment, dedup_key \
+         ) \
+         SELECT input.position, written.id FROM input \
+         JOIN written ON written.environment = input.environment AND written.dedup_key = input.dedup_key",
+    )
+    .bind(&c.id)
+    .bind(&c.environment)
+    .bind(&c.dedup_key)
+    .bind(&c.event_type)
+    .bind(&c.event)
+    .bind(&c.payment_id)
+    .bind(&c.payment_status)
+    .bind(&c.payment_updated_at)
+    .bind(&c.payload)
+    .bind(&c.raw_body)
+    .bind(&c.webhook_id)
+    .bind(&c.secret_index)
+    .bind(&c.signed_timestamp)
+    .bind(&c.arrivals)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut ids = vec![Uuid::nil(); c.id.len()];
+    for (position, id) in rows {
+        ids[usize::try_from(position - 1).unwrap_or(0)] = id;
+    }
+    Ok(ids)
+}
