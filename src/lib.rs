@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod event;
 pub mod handlers;
 pub mod http;
+pub mod loadgen;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

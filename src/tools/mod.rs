@@ -2,6 +2,7 @@
 //! and API key management.
 
 pub mod api_keys;
+pub mod loadgen;
 
 use std::path::Path;
 

@@ -52,6 +52,16 @@ impl Registry {
         self.environments.values()
     }
 
+    /// The registrations of one environment.
+    pub fn registrations_of<'a>(
+        &'a self,
+        environment: &'a str,
+    ) -> impl Iterator<Item = &'a Registration> {
+        self.registrations
+            .values()
+            .filter(move |r| r.environment == environment)
+    }
+
     /// The registration named by an `x-voltage-webhook-id` header value, in any environment.
     pub fn registration(&self, webhook_id: &str) -> Result<&Registration, VerifyError> {
         let id = Uuid::parse_str(webhook_id.trim()).map_err(|_| VerifyError::UnknownWebhook)?;

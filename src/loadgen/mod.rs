@@ -1,0 +1,207 @@
+//! The load generator (`voltage-webhooks loadgen`): signs unique, realistic Voltage deliveries and
+//! sends them at a given concurrency or fixed rate for a given time, optionally re-sending a share
+//! as duplicates (a retry: same body, new timestamp and signature). It reports requests per second,
+//! latency percentiles and counts per status, and can then check that the database holds exactly the
+//! distinct events that were acknowledged: not one missing, not one extra.
+//!
+//! Loopback only in practice: it sends to the URL it is given, bounded in count and time.
+
+mod body;
+mod report;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use rand::Rng as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, Mutex};
+use uuid::Uuid;
+
+pub use body::receive_completed;
+pub use report::Report;
+
+use crate::verify::sign;
+
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// The service's base URL, e.g. `http://127.0.0.1:8080`.
+    pub base_url: String,
+    pub environment: String,
+    pub organization_id: Uuid,
+    pub environment_id: Uuid,
+    pub webhook_id: Uuid,
+    pub secret: SecretString,
+    pub concurrency: usize,
+    pub duration: Duration,
+    /// Requests per second in all; `None`: as fast as `concurrency` allows.
+    pub rate: Option<f64>,
+    /// Share (0 to 1) of requests that re-send an earlier body.
+    pub duplicates: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub report: Report,
+    /// Event ids of every 200.
+    pub acknowledged: HashSet<Uuid>,
+    /// Payment ids of every distinct body sent.
+    pub payment_ids: Vec<String>,
+}
+
+struct Worker {
+    spec: Arc<LoadSpec>,
+    client: reqwest::Client,
+    deadline: Instant,
+    tokens: Option<Arc<Mutex<mpsc::Receiver<()>>>>,
+}
+
+/// Runs the load and gathers what every worker saw.
+pub async fn run(spec: LoadSpec) -> anyhow::Result<Outcome> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(spec.concurrency)
+        .build()?;
+    let started = Instant::now();
+    let deadline = started + spec.duration;
+    let tokens = spec.rate.map(|rate| pace(rate, deadline, spec.concurrency));
+    let spec = Arc::new(spec);
+    let workers: Vec<_> = (0..spec.concurrency.max(1))
+        .map(|_| {
+            let worker = Worker {
+                spec: spec.clone(),
+                client: client.clone(),
+                deadline,
+                tokens: tokens.clone(),
+            };
+            tokio::spawn(worker.run())
+        })
+        .collect();
+    let mut outcome = Outcome::default();
+    for worker in workers {
+        let part = worker.await?;
+        outcome.report.latencies.extend(part.report.latencies);
+        for (status, n) in part.report.statuses {
+            *outcome.report.statuses.entry(status).or_default() += n;
+        }
+        outcome.acknowledged.extend(part.acknowledged);
+        outcome.payment_ids.extend(part.payment_ids);
+    }
+    outcome.report.elapsed = started.elapsed();
+    Ok(outcome)
+}
+
+/// One token per request, `rate` per second, until the deadline.
+fn pace(rate: f64, deadline: Instant, concurrency: usize) -> Arc<Mutex<mpsc::Receiver<()>>> {
+    let (send, receive) = mpsc::channel(concurrency.max(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+        while Instant::now() < deadline {
+            tick.tick().await;
+            if send.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    Arc::new(Mutex::new(receive))
+}
+
+impl Worker {
+    async fn run(self) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut sent: Vec<Bytes> = Vec::new();
+        let url = format!(
+            "{}/webhooks/{}",
+            self.spec.base_url.trim_end_matches('/'),
+            self.spec.environment
+        );
+        while Instant::now() < self.deadline {
+            if let Some(tokens) = &self.tokens {
+                if tokens.lock().await.recv().await.is_none() {
+                    break;
+                }
+            }
+            let body = self.next_body(&mut sent, &mut outcome);
+            let started = Instant::now();
+            let (status, event_id) = self.send(&url, body).await;
+            outcome.report.latencies.push(started.elapsed());
+            *outcome.report.statuses.entry(status).or_default() += 1;
+            outcome.acknowledged.extend(event_id);
+        }
+        outcome
+    }
+
+    fn next_body(&self, sent: &mut Vec<Bytes>, outcome: &mut Outcome) -> Bytes {
+        let mut rng = rand::rng();
+        if !sent.is_empty() && rng.random_bool(self.spec.duplicates.clamp(0.0, 1.0)) {
+            return sent[rng.random_range(0..sent.len())].clone();
+        }
+        let payment_id = Uuid::new_v4();
+        let body = Bytes::from(receive_completed(
+            self.spec.organization_id,
+            self.spec.environment_id,
+            payment_id,
+            chrono::Utc::now(),
+        ));
+        outcome.payment_ids.push(payment_id.to_string());
+        sent.push(body.clone());
+        body
+    }
+
+    async fn send(&self, url: &str, body: Bytes) -> (u16, Option<Uuid>) {
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let signature = sign(self.spec.secret.expose_secret(), &body, &timestamp);
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("user-agent", "Voltage-Webhook-Client/1.0")
+            .header("x-voltage-webhook-id", self.spec.webhook_id.to_string())
+            .header("x-voltage-timestamp", timestamp)
+            .header("x-voltage-signature", signature)
+            .header("x-voltage-event", "completed")
+            .body(body)
+            .send()
+            .await;
+        let Ok(response) = response else {
+            return (0, None);
+        };
+        let status = response.status().as_u16();
+        let event_id = if status == 200 {
+            response
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["event_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()))
+        } else {
+            None
+        };
+        (status, event_id)
+    }
+}
+
+/// Compares the acknowledged events with what the database holds for this run's payments.
+pub async fn check_database(
+    pool: &PgPool,
+    environment: &str,
+    outcome: &Outcome,
+) -> anyhow::Result<String> {
+    let stored: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM events WHERE environment = $1 AND payment_id = ANY($2)")
+            .bind(environment)
+            .bind(&outcome.payment_ids)
+            .fetch_all(pool)
+            .await?;
+    let stored: HashSet<Uuid> = stored.into_iter().collect();
+    let missing = outcome.acknowledged.difference(&stored).count();
+    let extra = stored.difference(&outcome.acknowledged).count();
+    if missing > 0 || extra > 0 {
+        anyhow::bail!("database check failed: {missing} acknowledged events missing, {extra} stored but never acknowledged");
+    }
+    Ok(format!(
+        "database check: exactly the {} distinct acknowledged events are stored (none missing, none extra)",
+        stored.len()
+    ))
+}

@@ -1,0 +1,58 @@
+//! `voltage-webhooks loadgen`: the load generator driven from the config file, which supplies the
+//! environment's ids and a registration's secret.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::loadgen::{self, LoadSpec};
+
+#[derive(Debug)]
+pub struct LoadArgs {
+    pub url: String,
+    pub environment: String,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub rate: Option<f64>,
+    pub duplicates: f64,
+    pub check_database: bool,
+}
+
+pub async fn run(config: &Config, args: LoadArgs) -> anyhow::Result<String> {
+    let (registry, _) = config.resolve()?;
+    let environment = registry
+        .environment(&args.environment)
+        .with_context(|| format!("--environment: no environment named {:?}", args.environment))?;
+    let registration = registry
+        .registrations_of(&args.environment)
+        .next()
+        .with_context(|| {
+            format!(
+                "environment {:?} has no webhook registration to sign with",
+                args.environment
+            )
+        })?;
+    if !(0.0..=1.0).contains(&args.duplicates) {
+        anyhow::bail!("--duplicates is a share from 0 to 1");
+    }
+    let spec = LoadSpec {
+        base_url: args.url,
+        environment: args.environment.clone(),
+        organization_id: environment.organization_id,
+        environment_id: environment.environment_id,
+        webhook_id: registration.id,
+        secret: registration.secrets[0].clone(),
+        concurrency: args.concurrency,
+        duration: args.duration,
+        rate: args.rate,
+        duplicates: args.duplicates,
+    };
+    let outcome = loadgen::run(spec).await?;
+    let mut lines = vec![outcome.report.summary()];
+    if args.check_database {
+        let pool = crate::app::open_database(config, false).await?;
+        lines.push(loadgen::check_database(&pool, &args.environment, &outcome).await?);
+    }
+    Ok(lines.join("\n"))
+}
