@@ -45,7 +45,7 @@ async fn every_fixture_is_stored_and_read_back_byte_identical(pool: PgPool) {
         let stored = store.event(event_id(&response)).await.unwrap().unwrap();
         assert_eq!(stored.raw_body, body, "{name} bytes differ");
         assert_eq!(
-            stored.payload,
+            stored.payload(),
             serde_json::from_slice::<serde_json::Value>(&body).unwrap()
         );
         assert_eq!(stored.environment, environment);

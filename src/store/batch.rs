@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::events::secret_index;
@@ -21,7 +20,6 @@ pub struct OwnedEvent {
     pub payment_id: Option<String>,
     pub payment_status: Option<String>,
     pub payment_updated_at: Option<DateTime<Utc>>,
-    pub payload: Value,
     pub raw_body: Bytes,
     pub webhook_id: Uuid,
     pub secret_index: i16,
@@ -40,7 +38,6 @@ impl OwnedEvent {
             payment_id: payment.map(|p| p.id.clone()),
             payment_status: payment.and_then(|p| p.status.clone()),
             payment_updated_at: payment.and_then(|p| p.updated_at),
-            payload: new.payload.json.clone(),
             raw_body: Bytes::copy_from_slice(new.raw_body),
             webhook_id: new.verified.webhook_id,
             secret_index: secret_index(new.verified),
@@ -61,7 +58,6 @@ struct Columns {
     payment_id: Vec<Option<String>>,
     payment_status: Vec<Option<String>>,
     payment_updated_at: Vec<Option<DateTime<Utc>>>,
-    payload: Vec<Value>,
     raw_body: Vec<Vec<u8>>,
     webhook_id: Vec<Uuid>,
     secret_index: Vec<i16>,
@@ -132,7 +128,6 @@ fn push(c: &mut Columns, e: &OwnedEvent) {
     c.payment_id.push(e.payment_id.clone());
     c.payment_status.push(e.payment_status.clone());
     c.payment_updated_at.push(e.payment_updated_at);
-    c.payload.push(e.payload.clone());
     c.raw_body.push(e.raw_body.to_vec());
     c.webhook_id.push(e.webhook_id);
     c.secret_index.push(e.secret_index);
@@ -150,16 +145,16 @@ async fn insert_distinct(
     let rows: Vec<(i64, Uuid)> = sqlx::query_as(
         "WITH input AS ( \
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], \
-                 $7::text[], $8::timestamptz[], $9::jsonb[], $10::bytea[], $11::uuid[], $12::int2[], \
-                 $13::int8[], $14::int4[]) WITH ORDINALITY \
+                 $7::text[], $8::timestamptz[], $9::bytea[], $10::uuid[], $11::int2[], $12::int8[], \
+                 $13::int4[]) WITH ORDINALITY \
              AS t(id, environment, dedup_key, event_type, event, payment_id, payment_status, \
-                  payment_updated_at, payload, raw_body, webhook_id, secret_index, signed_timestamp, \
+                  payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, \
                   arrivals, position) \
          ), written AS ( \
              INSERT INTO events (id, environment, dedup_key, event_type, event, payment_id, payment_status, \
-                 payment_updated_at, payload, raw_body, webhook_id, secret_index, signed_timestamp, arrival_count) \
+                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrival_count) \
              SELECT id, environment, dedup_key, event_type, event, payment_id, payment_status, \
-                 payment_updated_at, payload, raw_body, webhook_id, secret_index, signed_timestamp, arrivals \
+                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrivals \
              FROM input ORDER BY environment, dedup_key \
              ON CONFLICT ON CONSTRAINT events_dedup DO UPDATE \
                  SET arrival_count = events.arrival_count + EXCLUDED.arrival_count, last_received_at = now() \
@@ -176,7 +171,6 @@ async fn insert_distinct(
     .bind(&c.payment_id)
     .bind(&c.payment_status)
     .bind(&c.payment_updated_at)
-    .bind(&c.payload)
     .bind(&c.raw_body)
     .bind(&c.webhook_id)
     .bind(&c.secret_index)

@@ -47,7 +47,7 @@ pub struct StoredEvent {
     pub payment_id: Option<String>,
     pub payment_status: Option<String>,
     pub payment_updated_at: Option<DateTime<Utc>>,
-    pub payload: Value,
+    /// The exact signed bytes; the parsed payload is [`StoredEvent::payload`].
     pub raw_body: Vec<u8>,
     pub source: String,
     pub webhook_id: Option<Uuid>,
@@ -56,6 +56,13 @@ pub struct StoredEvent {
     pub received_at: DateTime<Utc>,
     pub last_received_at: DateTime<Utc>,
     pub arrival_count: i32,
+}
+
+impl StoredEvent {
+    /// The payload, parsed from the signed bytes (only bodies that parsed are ever stored).
+    pub fn payload(&self) -> Value {
+        serde_json::from_slice(&self.raw_body).unwrap_or(Value::Null)
+    }
 }
 
 impl Store {
@@ -99,9 +106,8 @@ async fn insert_or_count(
     let payment = new.payload.payment.as_ref();
     sqlx::query_scalar(
         "INSERT INTO events (id, environment, dedup_key, event_type, event, payment_id, \
-             payment_status, payment_updated_at, payload, raw_body, webhook_id, secret_index, \
-             signed_timestamp) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             payment_status, payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT ON CONSTRAINT events_dedup DO UPDATE \
              SET arrival_count = events.arrival_count + 1, last_received_at = now() \
          RETURNING id",
@@ -114,7 +120,6 @@ async fn insert_or_count(
     .bind(payment.map(|p| &p.id))
     .bind(payment.and_then(|p| p.status.as_ref()))
     .bind(payment.and_then(|p| p.updated_at))
-    .bind(&new.payload.json)
     .bind(new.raw_body)
     .bind(new.verified.webhook_id)
     .bind(secret_index(new.verified))

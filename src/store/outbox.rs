@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -27,7 +26,6 @@ pub struct Claimed {
     pub event_type: String,
     pub event: String,
     pub payment_id: Option<String>,
-    pub payload: Value,
     pub raw_body: Vec<u8>,
     pub received_at: DateTime<Utc>,
 }
@@ -76,7 +74,7 @@ impl Store {
                  RETURNING d.id, d.event_id, d.handler, d.attempts \
              ) \
              SELECT c.id AS delivery_id, c.handler, c.attempts, e.id AS event_id, e.environment, \
-                    e.event_type, e.event, e.payment_id, e.payload, e.raw_body, e.received_at \
+                    e.event_type, e.event, e.payment_id, e.raw_body, e.received_at \
              FROM claimed c JOIN events e ON e.id = c.event_id",
         )
         .bind(request.handlers)

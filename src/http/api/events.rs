@@ -161,7 +161,7 @@ pub async fn get(
         summary: summary(&e),
         webhook_id: e.webhook_id,
         secret_index: e.secret_index,
-        payload: e.payload,
+        payload: e.payload(),
     }))
 }
 

@@ -68,7 +68,7 @@ pub async fn get(
             )
         })?;
     let data = current
-        .payload
+        .payload()
         .pointer("/detail/data")
         .cloned()
         .unwrap_or(Value::Null);
