@@ -182,12 +182,22 @@ impl Worker {
     }
 }
 
-/// Compares the acknowledged events with what the database holds for this run's payments.
-pub async fn check_database(
+/// What the database holds for a run, against what was acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Comparison {
+    pub stored: usize,
+    /// Acknowledged with 200 but not in the database: must never happen.
+    pub missing: usize,
+    /// In the database but never acknowledged: possible only when a commit's answer was lost (a
+    /// crash or a broken connection after COMMIT); the sender retries and gets `duplicate`.
+    pub extra: usize,
+}
+
+pub async fn compare(
     pool: &PgPool,
     environment: &str,
     outcome: &Outcome,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Comparison> {
     let stored: Vec<Uuid> =
         sqlx::query_scalar("SELECT id FROM events WHERE environment = $1 AND payment_id = ANY($2)")
             .bind(environment)
@@ -195,13 +205,29 @@ pub async fn check_database(
             .fetch_all(pool)
             .await?;
     let stored: HashSet<Uuid> = stored.into_iter().collect();
-    let missing = outcome.acknowledged.difference(&stored).count();
-    let extra = stored.difference(&outcome.acknowledged).count();
-    if missing > 0 || extra > 0 {
-        anyhow::bail!("database check failed: {missing} acknowledged events missing, {extra} stored but never acknowledged");
+    Ok(Comparison {
+        stored: stored.len(),
+        missing: outcome.acknowledged.difference(&stored).count(),
+        extra: stored.difference(&outcome.acknowledged).count(),
+    })
+}
+
+/// Checks that the database holds exactly the acknowledged events: none missing, none extra.
+pub async fn check_database(
+    pool: &PgPool,
+    environment: &str,
+    outcome: &Outcome,
+) -> anyhow::Result<String> {
+    let c = compare(pool, environment, outcome).await?;
+    if c.missing > 0 || c.extra > 0 {
+        anyhow::bail!(
+            "database check failed: {} acknowledged events missing, {} stored but never acknowledged",
+            c.missing,
+            c.extra
+        );
     }
     Ok(format!(
         "database check: exactly the {} distinct acknowledged events are stored (none missing, none extra)",
-        stored.len()
+        c.stored
     ))
 }

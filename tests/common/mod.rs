@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod fanout;
+pub mod process;
 pub mod proxy;
 
 use std::sync::Arc;
