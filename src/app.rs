@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::handlers::{self, HandlerSet, RegisteredHandler, Routing};
-use crate::http::{self, AppState, IngestSettings};
+use crate::http::{self, AppState, IngestSettings, ServerLimits};
 use crate::store::{self, GroupCommit, GroupCommitSettings, Store};
 use crate::verify::Registry;
 
@@ -23,17 +23,25 @@ use crate::verify::Registry;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: ServerLimits,
 }
 
 impl Application {
-    /// Binds `listen` and builds the router over `state`.
-    pub async fn build(listen: SocketAddr, state: AppState) -> anyhow::Result<Self> {
+    /// Binds `server.listen` and builds the router over `state`.
+    pub async fn build(config: &Config, state: AppState) -> anyhow::Result<Self> {
+        let listen = config.server.listen;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding server.listen = {listen}"))?;
         Ok(Self {
             listener,
             router: http::router(state),
+            limits: ServerLimits {
+                header_read_timeout: std::time::Duration::from_millis(
+                    config.server.header_read_timeout_ms,
+                ),
+                shutdown_grace: std::time::Duration::from_secs(30),
+            },
         })
     }
 
@@ -49,12 +57,7 @@ impl Application {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
+        http::serve(self.listener, self.router, self.limits, shutdown).await
     }
 }
 
@@ -75,6 +78,7 @@ pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: Pg
         ingest: IngestSettings {
             max_body_bytes: config.server.max_body_bytes,
             tolerance_secs: config.server.timestamp_tolerance_secs,
+            body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
         },
         clock: http::system_clock(),
         // Validated by `Config::resolve`, which every command runs first.
@@ -116,7 +120,7 @@ pub async fn serve(
     let pool = open_database(&config, options.migrate).await?;
     let handlers = Arc::new(handler_set(&config, custom).await?);
     let state = app_state(&config, registry, handlers.routing(), pool.clone());
-    let app = Application::build(config.server.listen, state).await?;
+    let app = Application::build(&config, state).await?;
     tracing::info!(listen = %app.local_addr()?, handlers = ?handlers.names(), "serving");
 
     let stop = CancellationToken::new();

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub timestamp_tolerance_secs: u64,
     /// CIDRs of load balancers whose `X-Forwarded-For` is believed (for API-key allow-lists).
     pub trusted_proxies: Vec<String>,
+    /// A client must send a request's headers within this, or its connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// A client must send a delivery's body within this, or it gets 408.
+    pub body_read_timeout_ms: u64,
 }
 
 /// Group commit: concurrent deliveries share one transaction.

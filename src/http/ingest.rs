@@ -61,7 +61,18 @@ async fn handle(
         )
     })?;
     check_content_type(headers)?;
-    let body = read_bounded(body, headers, state.ingest.max_body_bytes).await?;
+    let body = tokio::time::timeout(
+        state.ingest.body_read_timeout,
+        read_bounded(body, headers, state.ingest.max_body_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
+        )
+    })??;
 
     let delivery = Delivery {
         webhook_id: header_text(headers, headers::WEBHOOK_ID),

@@ -7,6 +7,7 @@ mod api;
 mod error;
 mod health;
 mod ingest;
+mod server;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use tracing::{Level, Span};
 pub use api::ApiDoc;
 pub use error::ApiError;
 pub use ingest::Accepted;
+pub use server::{serve, ServerLimits};
 
 use crate::handlers::Routing;
 use crate::store::{GroupCommit, Store};
@@ -37,6 +39,8 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 pub struct IngestSettings {
     pub max_body_bytes: usize,
     pub tolerance_secs: u64,
+    /// A body not fully received within this gets 408: trickling clients are cut off.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// Everything a handler may use. Dependencies are explicit here, never `Extension`s.
