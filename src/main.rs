@@ -39,28 +39,7 @@ enum Command {
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
     /// Send signed, realistic deliveries to a running service and report throughput and latency.
-    Loadgen {
-        /// The service's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// Environment to send to; its ids and first registration's secret come from the config.
-        #[arg(long)]
-        environment: String,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: std::time::Duration,
-        /// Fixed rate in requests per second (default: as fast as the concurrency allows).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Share (0 to 1) of requests that re-send an earlier body, as Voltage's retries do.
-        #[arg(long, default_value_t = 0.0)]
-        duplicates: f64,
-        /// Afterwards, check that the database holds exactly the acknowledged events.
-        #[arg(long)]
-        check_database: bool,
-    },
+    Loadgen(tools::loadgen::LoadArgs),
     /// Print the headers of a signed delivery of a body, for testing a deployment with curl.
     Sign {
         /// Environment variable holding the webhook secret (never pass a secret as an argument).
@@ -158,24 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{output}");
             Ok(())
         }
-        Command::Loadgen {
-            url,
-            environment,
-            concurrency,
-            duration,
-            rate,
-            duplicates,
-            check_database,
-        } => {
-            let args = tools::loadgen::LoadArgs {
-                url,
-                environment,
-                concurrency,
-                duration,
-                rate,
-                duplicates,
-                check_database,
-            };
+        Command::Loadgen(args) => {
             println!("{}", runtime.block_on(tools::loadgen::run(&config, args))?);
             Ok(())
         }

@@ -8,14 +8,28 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::loadgen::{self, LoadSpec};
 
-#[derive(Debug)]
+/// The `loadgen` command line.
+#[derive(Debug, clap::Args)]
 pub struct LoadArgs {
+    /// The service's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Environment to send to; its ids and first registration's secret come from the config.
+    #[arg(long)]
     pub environment: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Fixed rate in requests per second (default: as fast as the concurrency allows).
+    #[arg(long)]
     pub rate: Option<f64>,
+    /// Share (0 to 1) of requests that re-send an earlier body, as Voltage's retries do.
+    #[arg(long, default_value_t = 0.0)]
     pub duplicates: f64,
+    /// Afterwards, check that the database holds exactly the acknowledged events.
+    #[arg(long)]
     pub check_database: bool,
 }
 
