@@ -81,6 +81,7 @@ pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: Pg
             body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
         },
         clock: http::system_clock(),
+        metrics: crate::telemetry::metrics::install(),
         // Validated by `Config::resolve`, which every command runs first.
         trusted_proxies: Arc::new(
             crate::auth::parse_cidrs(&config.server.trusted_proxies).unwrap_or_default(),

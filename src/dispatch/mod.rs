@@ -166,6 +166,8 @@ impl Dispatcher {
                 }
                 Decision::Dead(reason) => {
                     tracing::warn!(delivery_id, attempt, handler = %handler.name, %reason, "delivery dead-lettered");
+                    metrics::counter!(crate::telemetry::metrics::DELIVERIES_DEAD_TOTAL, "handler" => handler.name.clone())
+                        .increment(1);
                     self.store.dead_letter(delivery_id, token, &reason).await
                 }
             },

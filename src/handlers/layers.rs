@@ -10,6 +10,7 @@ use tower::{BoxError, Layer, Service};
 use tracing::Instrument as _;
 
 use super::{HandlerError, HandlerRequest};
+use crate::telemetry::metrics as names;
 
 /// Maps whatever the inner stack failed with: a handler's own error is kept; a timeout, or any
 /// other error (a connection refused, a panic turned error), is retryable.
@@ -128,9 +129,9 @@ where
                 Err(HandlerError::Retryable { .. }) => "retryable",
                 Err(HandlerError::Permanent { .. }) => "permanent",
             };
-            metrics::counter!("voltage_handler_calls_total", "handler" => name.clone(), "outcome" => outcome)
+            metrics::counter!(names::HANDLER_CALLS, "handler" => name.clone(), "outcome" => outcome)
                 .increment(1);
-            metrics::histogram!("voltage_handler_call_seconds", "handler" => name)
+            metrics::histogram!(names::HANDLER_CALL_SECONDS, "handler" => name)
                 .record(started.elapsed().as_secs_f64());
             result
         })

@@ -10,12 +10,15 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
+use std::time::Instant;
 use tracing::Span;
+
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::event::{DedupKey, Payload};
 use crate::store::{NewEvent, OwnedEvent, Quarantined, StoreError, Stored};
+use crate::telemetry::metrics as names;
 use crate::verify::{self, headers, Delivery, Verified};
 
 #[derive(Debug, Serialize)]
@@ -34,6 +37,18 @@ pub async fn receive(
     let span = Span::current();
     span.record("environment", environment.as_str());
     let result = handle(&state, &environment, &headers, body).await;
+    // The label is the path's environment only when it is configured: a path is attacker-chosen.
+    let label = if state.registry.environment(&environment).is_some() {
+        environment.clone()
+    } else {
+        "unknown".into()
+    };
+    let outcome = match &result {
+        Ok(accepted) => accepted.status,
+        Err(e) => e.code,
+    };
+    metrics::counter!(names::WEBHOOK_REQUESTS, "environment" => label, "outcome" => outcome)
+        .increment(1);
     match &result {
         Ok(accepted) => {
             span.record("outcome", accepted.status);
@@ -84,13 +99,24 @@ async fn handle(
         Span::current().record("webhook_id", truncate(id, 64));
     }
     let now = (state.clock)();
+    let started = Instant::now();
     let verified = verify::verify(
         &registry,
         &env.name,
         &delivery,
         now,
         state.ingest.tolerance_secs,
-    )?;
+    );
+    metrics::histogram!(names::WEBHOOK_VERIFY_SECONDS, "environment" => env.name.clone())
+        .record(started.elapsed().as_secs_f64());
+    let verified = verified?;
+    metrics::counter!(
+        names::WEBHOOK_VERIFIED,
+        "environment" => env.name.clone(),
+        "webhook_id" => verified.webhook_id.to_string(),
+        "secret_index" => verified.secret_index.to_string()
+    )
+    .increment(1);
     Span::current().record("secret_index", verified.secret_index);
 
     let payload = match Payload::parse(&body) {
@@ -112,11 +138,14 @@ async fn handle(
         handlers: &handlers,
     };
     // Answered only after the batch holding this event committed; a failed batch is a 503.
+    let started = Instant::now();
     let stored = state
         .writer
         .submit(OwnedEvent::from_new(&new))
         .await
         .map_err(|_| ApiError::unavailable())?;
+    metrics::histogram!(names::WEBHOOK_WRITE_SECONDS, "environment" => env.name.clone())
+        .record(started.elapsed().as_secs_f64());
     Ok(Accepted {
         status: match stored {
             Stored::New(_) => "stored",

@@ -7,6 +7,7 @@ mod api;
 mod error;
 mod health;
 mod ingest;
+mod metrics;
 mod server;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub store: Store,
     pub ingest: IngestSettings,
     pub clock: Clock,
+    /// The Prometheus registry `/metrics` renders.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Load balancers whose X-Forwarded-For is believed for API-key allow-lists.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
@@ -85,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/{environment}", post(ingest::receive))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::render))
         .merge(api::routes())
         .fallback(not_found)
         .with_state(state);

@@ -25,7 +25,7 @@ pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use batch::OwnedEvent;
 pub use events::{NewEvent, Stored, StoredEvent};
 pub use group_commit::{BatchFailed, GroupCommit, GroupCommitSettings};
-pub use outbox::{ClaimRequest, Claimed, DeliveryState, WAKE_CHANNEL};
+pub use outbox::{ClaimRequest, Claimed, DeliveryState, OutboxStats, WAKE_CHANNEL};
 pub use quarantine::Quarantined;
 pub use queries::{EventQuery, EventSummary, FeedRow};
 pub use replay::{ReplayOutcome, RetryOutcome};

@@ -154,3 +154,31 @@ impl Store {
         .await?)
     }
 }
+
+/// The outbox at a glance, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxStats {
+    pub pending: i64,
+    /// Age of the oldest pending delivery; 0 when none is pending.
+    pub oldest_pending_secs: f64,
+    pub dead: i64,
+}
+
+impl Store {
+    pub async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let (pending, oldest_pending_secs): (i64, f64) = sqlx::query_as(
+            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 \
+             FROM deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'dead'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(OutboxStats {
+            pending,
+            oldest_pending_secs,
+            dead,
+        })
+    }
+}

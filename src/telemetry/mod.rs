@@ -1,5 +1,7 @@
 //! The tracing subscriber: human-readable lines by default, JSON lines when `LOG_FORMAT=json`;
-//! levels from `RUST_LOG` (default `info`).
+//! levels from `RUST_LOG` (default `info`); and the Prometheus metrics registry.
+
+pub mod metrics;
 
 use tracing_subscriber::{fmt, EnvFilter};
 

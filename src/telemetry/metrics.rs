@@ -1,0 +1,53 @@
+//! The metrics registry: every metric is recorded through the `metrics` facade and rendered in the
+//! Prometheus text format at `GET /metrics`. Names are listed here, once, so dashboards and code
+//! agree on them.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Deliveries received, by environment and outcome (`stored`, `duplicate`, or the refusal code).
+pub const WEBHOOK_REQUESTS: &str = "voltage_webhook_requests_total";
+/// Which secret position of which registration verified a delivery: when position 1 (the old secret
+/// of a rotation) stops appearing, it can be retired.
+pub const WEBHOOK_VERIFIED: &str = "voltage_webhook_verified_total";
+/// Time spent verifying a delivery (headers, window, every candidate HMAC).
+pub const WEBHOOK_VERIFY_SECONDS: &str = "voltage_webhook_verify_seconds";
+/// Time from handing an event to group commit until its batch committed.
+pub const WEBHOOK_WRITE_SECONDS: &str = "voltage_webhook_write_seconds";
+/// Handler calls by handler and outcome (`success`, `retryable`, `permanent`), and their duration.
+pub const HANDLER_CALLS: &str = "voltage_handler_calls_total";
+pub const HANDLER_CALL_SECONDS: &str = "voltage_handler_call_seconds";
+/// Deliveries dead-lettered, by handler.
+pub const DELIVERIES_DEAD_TOTAL: &str = "voltage_deliveries_dead_lettered_total";
+/// Read from the database at each scrape: the outbox backlog and the dead letters waiting.
+pub const OUTBOX_PENDING: &str = "voltage_outbox_pending";
+pub const OUTBOX_OLDEST_PENDING_SECONDS: &str = "voltage_outbox_oldest_pending_seconds";
+pub const DELIVERIES_DEAD: &str = "voltage_deliveries_dead";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle (later calls return the same).
+/// Must run inside the runtime: it starts the task that keeps histograms bounded.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!(
+                    "a metrics recorder was already installed; /metrics shows only this registry"
+                );
+            }
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
+        })
+        .clone()
+}
