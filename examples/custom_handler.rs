@@ -62,7 +62,10 @@ fn main() -> anyhow::Result<()> {
     let handler = credit_orders_handler().map_err(anyhow::Error::msg)?;
     tokio::runtime::Runtime::new()?.block_on(app::serve(
         config,
-        ServeOptions { migrate: true },
+        ServeOptions {
+            migrate: true,
+            config_path: path.clone(),
+        },
         vec![handler],
     ))
 }

@@ -71,7 +71,7 @@ pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: Pg
         writers: config.ingest.writers,
     };
     AppState {
-        registry: Arc::new(registry),
+        registry: Arc::new(arc_swap::ArcSwap::from_pointee(registry)),
         routing: Arc::new(routing),
         writer: GroupCommit::start(store.clone(), group_commit),
         store,
@@ -101,10 +101,42 @@ pub async fn handler_set(
     Ok(set)
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Create the database if missing and apply pending migrations before serving.
     pub migrate: bool,
+    /// The file SIGHUP reloads (the environment is read again too).
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+/// Reloads the configuration on every SIGHUP and swaps in its registrations and secrets, so a
+/// rotation needs no restart. A configuration that fails to load is logged and changes nothing.
+fn reload_on_sighup(path: Option<std::path::PathBuf>, registry: Arc<arc_swap::ArcSwap<Registry>>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; secrets reload only on restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match Config::load(path.as_deref()).and_then(|config| config.resolve()) {
+                Ok((fresh, warnings)) => {
+                    for warning in &warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    registry.store(Arc::new(fresh));
+                    tracing::info!("SIGHUP: registrations and secrets reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "SIGHUP: reload failed; keeping the current secrets")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (path, registry);
 }
 
 /// `voltage-webhooks serve`: ingest, and a dispatcher unless `dispatch.enabled = false`.
@@ -121,6 +153,7 @@ pub async fn serve(
     let pool = open_database(&config, options.migrate).await?;
     let handlers = Arc::new(handler_set(&config, custom).await?);
     let state = app_state(&config, registry, handlers.routing(), pool.clone());
+    reload_on_sighup(options.config_path.clone(), state.registry.clone());
     let app = Application::build(&config, state).await?;
     tracing::info!(listen = %app.local_addr()?, handlers = ?handlers.names(), "serving");
 

@@ -119,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             ServeOptions {
                 migrate: !no_migrate,
+                config_path: cli.config.clone(),
             },
             Vec::new(),
         )),

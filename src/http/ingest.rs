@@ -38,7 +38,7 @@ pub async fn receive(
     span.record("environment", environment.as_str());
     let result = handle(&state, &environment, &headers, body).await;
     // The label is the path's environment only when it is configured: a path is attacker-chosen.
-    let label = if state.registry.environment(&environment).is_some() {
+    let label = if state.registry.load().environment(&environment).is_some() {
         environment.clone()
     } else {
         "unknown".into()
@@ -68,7 +68,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Accepted, ApiError> {
-    let registry = state.registry.clone();
+    let registry = state.registry.load_full();
     let env = registry.environment(environment).ok_or_else(|| {
         ApiError::not_found(
             "unknown_environment",

@@ -47,7 +47,8 @@ pub struct IngestSettings {
 /// Everything a handler may use. Dependencies are explicit here, never `Extension`s.
 #[derive(Clone)]
 pub struct AppState {
-    pub registry: Arc<Registry>,
+    /// Swapped whole on SIGHUP: each request verifies against one consistent snapshot.
+    pub registry: Arc<arc_swap::ArcSwap<Registry>>,
     /// Which handlers each new event is enqueued for, in the event's own transaction.
     pub routing: Arc<Routing>,
     /// Where new events go: group commit in front of the store.
