@@ -57,6 +57,7 @@ fn full_verify(c: &mut Criterion) {
             name: "production".into(),
             organization_id: Uuid::nil(),
             environment_id: Uuid::nil(),
+            allow_ips: Vec::new(),
         }],
         vec![Registration {
             id: webhook,

@@ -82,6 +82,10 @@ pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: Pg
         },
         clock: http::system_clock(),
         metrics: crate::telemetry::metrics::install(),
+        limits: http::RequestLimits {
+            max_concurrent: config.server.max_concurrent_requests,
+            request_timeout: std::time::Duration::from_millis(config.server.request_timeout_ms),
+        },
         // Validated by `Config::resolve`, which every command runs first.
         trusted_proxies: Arc::new(
             crate::auth::parse_cidrs(&config.server.trusted_proxies).unwrap_or_default(),

@@ -7,7 +7,7 @@ use voltage_webhooks::verify::Environment;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(payload) = Payload::parse(data) {
-        let env = Environment { name: "production".into(), organization_id: uuid::Uuid::nil(), environment_id: uuid::Uuid::nil() };
+        let env = Environment { name: "production".into(), organization_id: uuid::Uuid::nil(), environment_id: uuid::Uuid::nil(), allow_ips: Vec::new() };
         let _ = payload.check_scope(&env);
         let _ = payload.check_event_header(Some("completed"));
         let _ = DedupKey::new("production", &payload, data);

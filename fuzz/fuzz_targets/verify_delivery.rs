@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let body = parts.next().unwrap_or_default();
     let id = uuid::Uuid::from_u128(1);
     let registry = Registry::new(
-        vec![Environment { name: "production".into(), organization_id: id, environment_id: id }],
+        vec![Environment { name: "production".into(), organization_id: id, environment_id: id, allow_ips: Vec::new() }],
         vec![Registration { id, environment: "production".into(), secrets: vec!["vltg_fuzzSecret".into()] }],
     );
     let delivery = Delivery { webhook_id, timestamp, signature, body };

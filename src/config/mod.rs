@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// A client must send a delivery's body within this, or it gets 408.
     pub body_read_timeout_ms: u64,
+    /// Requests (deliveries and API) in progress at once; more get 503 with Retry-After.
+    pub max_concurrent_requests: usize,
+    /// A request taking longer gets 503 (a delivery cut off here was not acknowledged).
+    pub request_timeout_ms: u64,
 }
 
 /// Group commit: concurrent deliveries share one transaction.
@@ -85,6 +89,9 @@ pub struct DatabaseConfig {
 pub struct EnvironmentConfig {
     pub organization_id: Uuid,
     pub environment_id: Uuid,
+    /// Optional CIDRs deliveries for this environment must come from (Voltage publishes none).
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -149,6 +156,10 @@ impl Config {
         for (key, value) in [
             ("ingest.batch_max_events", self.ingest.batch_max_events),
             ("ingest.writers", self.ingest.writers),
+            (
+                "server.max_concurrent_requests",
+                self.server.max_concurrent_requests,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
@@ -188,10 +199,13 @@ impl Config {
                     secrets,
                 });
             }
+            let allow_ips = crate::auth::parse_cidrs(&env.allow_ips)
+                .map_err(|e| ConfigError::invalid(format!("environments.{name}.allow_ips"), e))?;
             environments.push(Environment {
                 name: name.clone(),
                 organization_id: env.organization_id,
                 environment_id: env.environment_id,
+                allow_ips,
             });
         }
         Ok((Registry::new(environments, registrations), warnings))

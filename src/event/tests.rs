@@ -11,6 +11,7 @@ fn production() -> Environment {
         name: "production".into(),
         organization_id: Uuid::parse_str("b0684ab8-1130-46af-8f70-71519442f108").expect("uuid"),
         environment_id: Uuid::parse_str("123e4567-e89b-12d3-a456-426614174000").expect("uuid"),
+        allow_ips: Vec::new(),
     }
 }
 

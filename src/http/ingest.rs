@@ -5,11 +5,12 @@
 //! authentic body that is not an event: that one is quarantined.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
+use std::net::IpAddr;
 use std::time::Instant;
 use tracing::Span;
 
@@ -31,12 +32,13 @@ pub struct Accepted {
 pub async fn receive(
     State(state): State<AppState>,
     Path(environment): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<Accepted>, ApiError> {
     let span = Span::current();
     span.record("environment", environment.as_str());
-    let result = handle(&state, &environment, &headers, body).await;
+    let (mut parts, body) = request.into_parts();
+    let client = super::caller_address(&mut parts, &state).await;
+    let result = handle(&state, &environment, &parts.headers, body, client).await;
     // The label is the path's environment only when it is configured: a path is attacker-chosen.
     let label = if state.registry.load().environment(&environment).is_some() {
         environment.clone()
@@ -67,6 +69,7 @@ async fn handle(
     environment: &str,
     headers: &HeaderMap,
     body: Body,
+    client: Option<IpAddr>,
 ) -> Result<Accepted, ApiError> {
     let registry = state.registry.load_full();
     let env = registry.environment(environment).ok_or_else(|| {
@@ -75,6 +78,15 @@ async fn handle(
             format!("no environment named {environment:?}"),
         )
     })?;
+    if !env.allow_ips.is_empty()
+        && !client.is_some_and(|ip| env.allow_ips.iter().any(|net| net.contains(&ip)))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            "deliveries for this environment are not accepted from this address",
+        ));
+    }
     check_content_type(headers)?;
     let body = tokio::time::timeout(
         state.ingest.body_read_timeout,

@@ -10,10 +10,13 @@ mod ingest;
 mod metrics;
 mod server;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRef, Request};
-use axum::http::{header, HeaderName};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -28,6 +31,7 @@ pub use error::ApiError;
 pub use ingest::Accepted;
 pub use server::{serve, ServerLimits};
 
+use crate::auth::client_ip;
 use crate::handlers::Routing;
 use crate::store::{GroupCommit, Store};
 use crate::verify::Registry;
@@ -58,7 +62,8 @@ pub struct AppState {
     pub clock: Clock,
     /// The Prometheus registry `/metrics` renders.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// Load balancers whose X-Forwarded-For is believed for API-key allow-lists.
+    pub limits: RequestLimits,
+    /// Load balancers whose X-Forwarded-For is believed for allow-lists.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
@@ -85,15 +90,59 @@ pub fn system_clock() -> Clock {
 
 /// The application's routes with the full middleware stack.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
+    // Deliveries and the query API are limited; health and metrics stay answerable under overload,
+    // so a load balancer does not eject a replica that is merely busy.
+    let limited = Router::new()
         .route("/webhooks/{environment}", post(ingest::receive))
+        .merge(api::routes())
+        .layer(
+            ServiceBuilder::new()
+                // Overload and timeouts become 503 with Retry-After: Voltage retries instead of waiting.
+                .layer(HandleErrorLayer::new(refuse))
+                // Refuse at once when every slot is taken, instead of queueing past Voltage's deadline.
+                .load_shed()
+                .concurrency_limit(state.limits.max_concurrent)
+                // A request never runs longer than this; one cut off here was not acknowledged.
+                .timeout(state.limits.request_timeout),
+        );
+    let routes = Router::new()
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::render))
-        .merge(api::routes())
+        .merge(limited)
         .fallback(not_found)
         .with_state(state);
     apply_middleware(routes)
+}
+
+async fn refuse(error: tower::BoxError) -> ApiError {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in progress; retry later",
+        )
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long; retry later",
+        )
+    } else {
+        tracing::error!(error = %error, "request failed in the middleware stack");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+}
+
+/// Concurrency and time limits of the request routes.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_concurrent: usize,
+    pub request_timeout: std::time::Duration,
 }
 
 /// Credentials that must never reach a log line, even at DEBUG where headers are logged.
@@ -147,4 +196,19 @@ fn request_span(request: &Request) -> Span {
 
 async fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such route")
+}
+
+/// The socket peer, or the client behind trusted proxies (see `auth::client_ip`).
+pub(crate) async fn caller_address(parts: &mut Parts, state: &AppState) -> Option<IpAddr> {
+    let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+        .await
+        .ok()?;
+    let peer = peer.ip();
+    let forwarded: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Some(client_ip(peer, &forwarded, &state.trusted_proxies))
 }

@@ -14,6 +14,8 @@ pub struct Environment {
     /// A send/receive body must carry these ids: they are the only sign of scope inside a body.
     pub organization_id: Uuid,
     pub environment_id: Uuid,
+    /// Where deliveries may come from; empty: anywhere.
+    pub allow_ips: Vec<ipnet::IpNet>,
 }
 
 /// One webhook registration at Voltage and the secrets currently accepted for it.

@@ -2,14 +2,12 @@
 //! is not revoked and not expired (401); belongs to the path's environment (403); has the
 //! permission (403); and, when it has an allow-list, is used from an allowed address (403).
 
-use std::net::{IpAddr, SocketAddr};
-
-use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use chrono::Utc;
 
-use crate::auth::{client_ip, hash_key, parse_cidrs, Permission};
+use crate::auth::{hash_key, parse_cidrs, Permission};
 use crate::http::{ApiError, AppState};
 
 /// A caller allowed into one environment.
@@ -86,7 +84,7 @@ async fn authorize(
     }
     if !record.allow_ips.is_empty() {
         let allowed = parse_cidrs(&record.allow_ips).unwrap_or_default();
-        let client = caller_address(parts, state).await;
+        let client = crate::http::caller_address(parts, state).await;
         if !client.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
             return Err(forbidden(
                 "ip_not_allowed",
@@ -111,19 +109,4 @@ async fn path_environment(parts: &mut Parts, state: &AppState) -> Result<String,
         .find(|(name, _)| *name == "environment")
         .map(|(_, value)| value.to_owned())
         .ok_or_else(|| ApiError::not_found("not_found", "no such route"))
-}
-
-/// The socket peer, or the client behind trusted proxies (see `auth::client_ip`).
-async fn caller_address(parts: &mut Parts, state: &AppState) -> Option<IpAddr> {
-    let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
-        .await
-        .ok()?;
-    let peer = peer.ip();
-    let forwarded: Vec<&str> = parts
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    Some(client_ip(peer, &forwarded, &state.trusted_proxies))
 }

@@ -1,0 +1,125 @@
+//! Protection of the request routes: an environment's IP allow-list, load shedding when every slot
+//! is taken (503 with Retry-After, health still answering), and the request timeout.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use common::*;
+use sqlx::PgPool;
+use tower::ServiceExt as _;
+use voltage_webhooks::app::app_state;
+use voltage_webhooks::config::Config;
+use voltage_webhooks::handlers::Routing;
+use voltage_webhooks::http::router;
+
+fn app_with(pool: PgPool, server: &str, allow_ips: &str, peer: &str) -> Router {
+    let toml = config_toml().replacen(
+        "[[environments.production.webhooks]]",
+        &format!("allow_ips = [{allow_ips}]\n\n[[environments.production.webhooks]]"),
+        1,
+    );
+    let config = Config::from_toml(&format!("[server]\n{server}\n{toml}")).unwrap();
+    let (registry, _) = config.resolve().unwrap();
+    let peer: SocketAddr = format!("{peer}:5000").parse().unwrap();
+    router(app_state(&config, registry, Routing::default(), pool)).layer(MockConnectInfo(peer))
+}
+
+/// A delivery whose body never arrives: it holds its slot until a timeout or the client gives up.
+fn stuck() -> Request<Body> {
+    let mut request = production(b"");
+    request.headers_mut().remove("content-length");
+    *request.body_mut() = Body::from_stream(futures_util::stream::pending::<
+        Result<Vec<u8>, std::io::Error>,
+    >());
+    request
+}
+
+#[sqlx::test]
+async fn an_environment_allow_list_refuses_deliveries_from_elsewhere(pool: PgPool) {
+    let body = fixture("test-created.json");
+    let inside = app_with(pool.clone(), "", r#""203.0.113.0/24""#, "203.0.113.7");
+    assert_eq!(send(&inside, production(&body)).await.0, StatusCode::OK);
+
+    let outside = app_with(pool.clone(), "", r#""203.0.113.0/24""#, "198.51.100.1");
+    let mut forged = production(&fixture("send-succeeded-bolt11.json"));
+    forged
+        .headers_mut()
+        .insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+    let (status, response) = send(&outside, forged).await;
+    assert_eq!(
+        (status, code(&response)),
+        (StatusCode::FORBIDDEN, "ip_not_allowed")
+    );
+    assert_eq!(
+        count(&pool, "events").await,
+        1,
+        "nothing written for a refused address"
+    );
+
+    // Behind a trusted load balancer, the forwarded client address is the one checked.
+    let via_proxy = app_with(
+        pool.clone(),
+        r#"trusted_proxies = ["10.0.0.0/8"]"#,
+        r#""203.0.113.0/24""#,
+        "10.1.2.3",
+    );
+    let mut forwarded = production(&fixture("send-succeeded-bolt11.json"));
+    forwarded
+        .headers_mut()
+        .insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+    assert_eq!(send(&via_proxy, forwarded).await.0, StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn when_every_slot_is_taken_requests_are_shed_with_retry_after_and_health_still_answers(
+    pool: PgPool,
+) {
+    let app = app_with(pool.clone(), "max_concurrent_requests = 1", "", "127.0.0.1");
+    let holder = tokio::spawn(app.clone().oneshot(stuck()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let response = app
+        .clone()
+        .oneshot(production(&fixture("test-created.json")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let health = app
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "health must answer under overload"
+    );
+
+    holder.abort();
+    let _ = holder.await;
+    assert_eq!(
+        send(&app, production(&fixture("test-created.json")))
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[sqlx::test]
+async fn a_request_running_past_the_timeout_gets_503_and_nothing_is_stored(pool: PgPool) {
+    let app = app_with(pool.clone(), "request_timeout_ms = 300", "", "127.0.0.1");
+    let (status, body) = send(&app, stuck()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "timeout")
+    );
+    assert_nothing_written(&pool).await;
+}
