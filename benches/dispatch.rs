@@ -185,6 +185,7 @@ fn main() -> anyhow::Result<()> {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             max_in_flight: 256,
+            shutdown_deadline: Duration::from_secs(5),
         };
         let committed: Committed = Arc::default();
         let latencies = Arc::new(Mutex::new(Vec::new()));

@@ -40,7 +40,7 @@ impl Application {
                 header_read_timeout: std::time::Duration::from_millis(
                     config.server.header_read_timeout_ms,
                 ),
-                shutdown_grace: std::time::Duration::from_secs(30),
+                shutdown_grace: std::time::Duration::from_millis(config.shutdown.deadline_ms),
             },
         })
     }
@@ -82,6 +82,7 @@ pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: Pg
         },
         clock: http::system_clock(),
         metrics: crate::telemetry::metrics::install(),
+        draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         limits: http::RequestLimits {
             max_concurrent: config.server.max_concurrent_requests,
             request_timeout: std::time::Duration::from_millis(config.server.request_timeout_ms),
@@ -157,6 +158,7 @@ pub async fn serve(
     let pool = open_database(&config, options.migrate).await?;
     let handlers = Arc::new(handler_set(&config, custom).await?);
     let state = app_state(&config, registry, handlers.routing(), pool.clone());
+    let draining = state.draining.clone();
     reload_on_sighup(options.config_path.clone(), state.registry.clone());
     let app = Application::build(&config, state).await?;
     tracing::info!(listen = %app.local_addr()?, handlers = ?handlers.names(), "serving");
@@ -166,8 +168,16 @@ pub async fn serve(
         tokio::spawn(Dispatcher::new(Store::new(pool), handlers, dispatch).run(stop.clone()))
     });
     let http_stop = stop.clone();
+    let drain_delay = std::time::Duration::from_millis(config.shutdown.drain_delay_ms);
     app.run_until_stopped(async move {
         shutdown_signal().await;
+        // Readiness fails first; the listener stays open while the load balancer notices.
+        draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            drain_ms = drain_delay.as_millis() as u64,
+            "draining: /readyz answers 503"
+        );
+        tokio::time::sleep(drain_delay).await;
         http_stop.cancel();
     })
     .await?;

@@ -100,6 +100,7 @@ impl Config {
             lease: Duration::from_secs(d.lease_secs),
             poll_interval: Duration::from_millis(d.poll_interval_ms),
             max_in_flight: d.max_in_flight,
+            shutdown_deadline: Duration::from_millis(self.shutdown.deadline_ms),
         })
     }
 

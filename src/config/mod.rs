@@ -32,6 +32,7 @@ const ENV_PREFIX: &str = "VOLTAGE_WEBHOOKS_";
 pub struct Config {
     pub server: ServerConfig,
     pub ingest: IngestConfig,
+    pub shutdown: ShutdownConfig,
     pub database: DatabaseConfig,
     pub dispatch: DispatchConfig,
     pub nats: NatsConfig,
@@ -59,6 +60,15 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// A request taking longer gets 503 (a delivery cut off here was not acknowledged).
     pub request_timeout_ms: u64,
+}
+
+/// SIGTERM/SIGINT: `/readyz` turns 503, the process waits `drain_delay_ms` for the load balancer to
+/// notice, stops accepting, and gives open requests and handler calls `deadline_ms` to finish.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub drain_delay_ms: u64,
+    pub deadline_ms: u64,
 }
 
 /// Group commit: concurrent deliveries share one transaction.

@@ -34,6 +34,8 @@ pub struct DispatchSettings {
     pub poll_interval: Duration,
     /// Attempts running at once in this process, over all handlers.
     pub max_in_flight: usize,
+    /// On shutdown, how long running handler calls may take to finish.
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for DispatchSettings {
@@ -43,6 +45,7 @@ impl Default for DispatchSettings {
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             max_in_flight: 128,
+            shutdown_deadline: Duration::from_secs(25),
         }
     }
 }
@@ -84,7 +87,7 @@ impl Dispatcher {
             let full_batch = if free == 0 {
                 false
             } else {
-                self.claim_and_start(&names, free, &permits, &attempts)
+                self.claim_and_start(&names, free, &permits, &attempts, &shutdown)
                     .await
                     == free
             };
@@ -99,7 +102,15 @@ impl Dispatcher {
         }
         listener.abort();
         attempts.close();
-        attempts.wait().await;
+        if tokio::time::timeout(self.settings.shutdown_deadline, attempts.wait())
+            .await
+            .is_err()
+        {
+            // Their leases expire and other workers take them: at least once, never lost.
+            tracing::warn!(
+                "handler calls still running at the shutdown deadline; their leases will expire"
+            );
+        }
     }
 
     /// Claims up to `limit` rows and starts an attempt for each; returns how many it claimed.
@@ -109,6 +120,7 @@ impl Dispatcher {
         limit: usize,
         permits: &Arc<Semaphore>,
         attempts: &TaskTracker,
+        shutdown: &CancellationToken,
     ) -> usize {
         let token = Uuid::new_v4();
         let request = ClaimRequest {
@@ -130,13 +142,19 @@ impl Dispatcher {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 break;
             };
-            attempts.spawn(self.clone().attempt(row, token, permit));
+            attempts.spawn(self.clone().attempt(row, token, permit, shutdown.clone()));
         }
         count
     }
 
     /// One attempt of one delivery, and its outcome recorded under the claim's token.
-    async fn attempt(self, row: Claimed, token: Uuid, _permit: OwnedSemaphorePermit) {
+    async fn attempt(
+        self,
+        row: Claimed,
+        token: Uuid,
+        _permit: OwnedSemaphorePermit,
+        shutdown: CancellationToken,
+    ) {
         let Some(handler) = self.handlers.get(&row.handler) else {
             return; // unreachable: only rows of known handlers are claimed
         };
@@ -150,7 +168,15 @@ impl Dispatcher {
             )))
         } else {
             let mut service = handler.service.clone();
-            match service.ready().await {
+            let ready = tokio::select! {
+                ready = service.ready() => ready,
+                // Still waiting for the handler's concurrency limit: not started, so hand it back.
+                () = shutdown.cancelled() => {
+                    log_recorded(delivery_id, self.store.release(delivery_id, token).await);
+                    return;
+                }
+            };
+            match ready {
                 Ok(ready) => ready.call(request_of(row, attempt)).await,
                 Err(e) => Err(e),
             }

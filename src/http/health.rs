@@ -5,16 +5,19 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::store::Store;
+use super::AppState;
 
 /// The process is up and serving HTTP; says nothing about the database.
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when PostgreSQL answers and every migration this binary embeds is applied.
-pub async fn ready(State(store): State<Store>) -> (StatusCode, Json<Value>) {
-    match store.is_ready().await {
+/// Ready when not draining, PostgreSQL answers and every migration this binary embeds is applied.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return not_ready("shutting down");
+    }
+    match state.store.is_ready().await {
         Ok(true) => (StatusCode::OK, Json(json!({"status": "ready"}))),
         Ok(false) => not_ready("migrations pending"),
         Err(e) => {

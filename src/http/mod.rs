@@ -63,6 +63,9 @@ pub struct AppState {
     /// The Prometheus registry `/metrics` renders.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub limits: RequestLimits,
+    /// Set on SIGTERM: `/readyz` answers 503 so the load balancer stops sending, before the
+    /// listener closes.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Load balancers whose X-Forwarded-For is believed for allow-lists.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }

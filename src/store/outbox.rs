@@ -142,6 +142,21 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Hands back a claimed delivery whose attempt never started (shutdown): due now, the attempt
+    /// not counted, so another worker takes it at once instead of after the lease.
+    pub async fn release(&self, delivery_id: i64, token: Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, next_attempt_at = now(), \
+                 updated_at = now(), lease_token = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(delivery_id)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Every handler's delivery state for one event.
     pub async fn deliveries_of(&self, event_id: Uuid) -> Result<Vec<DeliveryState>, StoreError> {
         Ok(sqlx::query_as(

@@ -100,6 +100,7 @@ pub fn fast_dispatch() -> DispatchSettings {
         lease: Duration::from_secs(30),
         poll_interval: Duration::from_millis(25),
         max_in_flight: 32,
+        shutdown_deadline: Duration::from_secs(5),
     }
 }
 

@@ -61,10 +61,15 @@ impl Service {
     /// Starts `serve` on `port` over `database_url`, with the tests' production registration and an
     /// `http` handler posting to `downstream`, and waits until it is ready.
     pub async fn start(port: u16, database_url: &str, downstream: &str) -> Self {
+        Self::start_with(port, database_url, downstream, "").await
+    }
+
+    /// Like [`Service::start`], with `extra` TOML tables (e.g. `[shutdown]`) in front.
+    pub async fn start_with(port: u16, database_url: &str, downstream: &str, extra: &str) -> Self {
         let mut config = tempfile::NamedTempFile::new().unwrap();
         write!(
             config,
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\npoll_interval_ms = 100\nlease_secs = 10\n\
+            "{extra}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\npoll_interval_ms = 100\nlease_secs = 10\n\
              [[handlers]]\nname = \"ledger\"\nkind = \"http\"\nurl = \"{downstream}\"\nsecret = {{ value = \"{HANDLER_SECRET}\" }}\n\
              timeout_ms = 2000\nbackoff_base_ms = 50\nbackoff_cap_ms = 500\n{}",
             super::config_toml()
@@ -109,6 +114,22 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls for the process's exit for at most `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// SIGKILL: no shutdown, no drain, nothing flushed.
