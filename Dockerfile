@@ -18,5 +18,7 @@ COPY config/example.toml /etc/voltage-webhooks/config.toml
 USER 10001
 ENV VOLTAGE_WEBHOOKS_CONFIG=/etc/voltage-webhooks/config.toml LOG_FORMAT=json
 EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=4s --start-period=20s --retries=3 \
+    CMD ["/usr/local/bin/voltage-webhooks", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["/usr/local/bin/voltage-webhooks"]
 CMD ["serve"]

@@ -40,6 +40,11 @@ enum Command {
     ApiKey(ApiKeyCommand),
     /// Send signed, realistic deliveries to a running service and report throughput and latency.
     Loadgen(tools::loadgen::LoadArgs),
+    /// Exit 0 if the service at URL answers 200 (for container HEALTHCHECKs: no curl needed).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Print the headers of a signed delivery of a body, for testing a deployment with curl.
     Sign {
         /// Environment variable holding the webhook secret (never pass a secret as an argument).
@@ -101,6 +106,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Healthcheck { url } = &cli.command {
+        return tokio::runtime::Runtime::new()?.block_on(tools::healthcheck(url));
+    }
     if let Command::Sign {
         secret_env,
         body,
@@ -142,7 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", runtime.block_on(tools::loadgen::run(&config, args))?);
             Ok(())
         }
-        Command::Sign { .. } => unreachable!("handled above"),
+        Command::Sign { .. } | Command::Healthcheck { .. } => unreachable!("handled above"),
     }
 }
 

@@ -132,6 +132,14 @@ async fn serve_stores_a_signed_delivery_and_a_separate_dispatch_process_delivers
     let url = format!("http://127.0.0.1:{port}");
 
     wait_until_ready(&client, &url).await;
+    let health = bin()
+        .args(["healthcheck", "--url", &format!("{url}/healthz")])
+        .status()
+        .unwrap();
+    assert!(
+        health.success(),
+        "the container HEALTHCHECK command fails against a healthy service"
+    );
     let mut request = client
         .post(format!("{url}/webhooks/staging"))
         .body(std::fs::read(BODY).unwrap());

@@ -55,3 +55,18 @@ pub fn check_config(config: &Config) -> anyhow::Result<Vec<String>> {
     }
     Ok(warnings)
 }
+
+/// `voltage-webhooks healthcheck`: 200 within 3 s, or an error.
+pub async fn healthcheck(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?;
+    let status = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?
+        .status();
+    anyhow::ensure!(status.is_success(), "GET {url} answered {status}");
+    Ok(())
+}
