@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, StatusCode};
 use axum::routing::{get, post};
@@ -77,12 +77,6 @@ impl std::fmt::Debug for AppState {
             .field("routing", &self.routing)
             .field("ingest", &self.ingest)
             .finish_non_exhaustive()
-    }
-}
-
-impl FromRef<AppState> for Store {
-    fn from_ref(state: &AppState) -> Self {
-        state.store.clone()
     }
 }
 
