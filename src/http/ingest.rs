@@ -29,6 +29,8 @@ pub struct Accepted {
     pub event_id: Uuid,
 }
 
+const UNKNOWN_ENVIRONMENT: &str = "unknown_environment";
+
 pub async fn receive(
     State(state): State<AppState>,
     Path(environment): Path<String>,
@@ -39,15 +41,15 @@ pub async fn receive(
     let (mut parts, body) = request.into_parts();
     let client = super::caller_address(&mut parts, &state).await;
     let result = handle(&state, &environment, &parts.headers, body, client).await;
-    // The label is the path's environment only when it is configured: a path is attacker-chosen.
-    let label = if state.registry.load().environment(&environment).is_some() {
-        environment.clone()
-    } else {
-        "unknown".into()
-    };
     let outcome = match &result {
         Ok(accepted) => accepted.status,
         Err(e) => e.code,
+    };
+    // The label is the path's environment only when it is configured: a path is attacker-chosen.
+    let label = if outcome == UNKNOWN_ENVIRONMENT {
+        "unknown".to_owned()
+    } else {
+        environment.clone()
     };
     metrics::counter!(names::WEBHOOK_REQUESTS, "environment" => label, "outcome" => outcome)
         .increment(1);
@@ -74,7 +76,7 @@ async fn handle(
     let registry = state.registry.load_full();
     let env = registry.environment(environment).ok_or_else(|| {
         ApiError::not_found(
-            "unknown_environment",
+            UNKNOWN_ENVIRONMENT,
             format!("no environment named {environment:?}"),
         )
     })?;
