@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::handlers::{self, HandlerSet, RegisteredHandler, Routing};
 use crate::http::{self, AppState, IngestSettings, ServerLimits};
+use crate::reconcile::confirm::ConfirmLayer;
+use crate::reconcile::Reconciler;
 use crate::store::{self, GroupCommit, GroupCommitSettings, Store};
 use crate::verify::Registry;
 
@@ -23,6 +25,8 @@ use crate::verify::Registry;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// `server.admin_listen`: metrics and probes on their own listener.
+    admin: Option<(TcpListener, Router)>,
     limits: ServerLimits,
 }
 
@@ -33,9 +37,22 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding server.listen = {listen}"))?;
+        let (router, admin) = match config.server.admin_listen {
+            None => (http::router(state), None),
+            Some(admin_listen) => {
+                let admin = TcpListener::bind(admin_listen)
+                    .await
+                    .with_context(|| format!("binding server.admin_listen = {admin_listen}"))?;
+                (
+                    http::router_without_metrics(state.clone()),
+                    Some((admin, http::admin_router(state))),
+                )
+            }
+        };
         Ok(Self {
             listener,
-            router: http::router(state),
+            router,
+            admin,
             limits: ServerLimits {
                 header_read_timeout: std::time::Duration::from_millis(
                     config.server.header_read_timeout_ms,
@@ -53,11 +70,37 @@ impl Application {
         self.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
+    /// The admin listener's address, when `server.admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves; the admin listener (if any) stops with the main one.
     pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        http::serve(self.listener, self.router, self.limits, shutdown).await
+        let Some((admin_listener, admin_router)) = self.admin else {
+            return http::serve(self.listener, self.router, self.limits, shutdown).await;
+        };
+        let stopped = CancellationToken::new();
+        let admin = tokio::spawn(http::serve(
+            admin_listener,
+            admin_router,
+            self.limits,
+            stopped.clone().cancelled_owned(),
+        ));
+        let main_stopped = stopped.clone();
+        let served = http::serve(self.listener, self.router, self.limits, async move {
+            shutdown.await;
+            main_stopped.cancel();
+        })
+        .await;
+        stopped.cancel();
+        admin.await.map_err(std::io::Error::other)??;
+        served
     }
 }
 
@@ -99,7 +142,16 @@ pub async fn handler_set(
     config: &Config,
     custom: Vec<RegisteredHandler>,
 ) -> anyhow::Result<HandlerSet> {
-    let mut set = handlers::build(config.handler_specs()?, &config.nats.url).await?;
+    let specs = config.handler_specs()?;
+    let confirm = if specs.iter().any(|spec| spec.confirm) {
+        Some(ConfirmLayer::new(
+            config.voltage_api()?,
+            config.reconcile_targets()?,
+        ))
+    } else {
+        None
+    };
+    let mut set = handlers::build(specs, &config.nats.url, confirm).await?;
     for handler in custom {
         set.register(handler).map_err(anyhow::Error::msg)?;
     }
@@ -155,15 +207,25 @@ pub async fn serve(
         tracing::warn!("{warning}");
     }
     let dispatch = config.dispatch_settings()?;
+    let (retention, _) = config.retention_policy()?;
     let pool = open_database(&config, options.migrate).await?;
     let handlers = Arc::new(handler_set(&config, custom).await?);
     let state = app_state(&config, registry, handlers.routing(), pool.clone());
     let draining = state.draining.clone();
     reload_on_sighup(options.config_path.clone(), state.registry.clone());
     let app = Application::build(&config, state).await?;
-    tracing::info!(listen = %app.local_addr()?, handlers = ?handlers.names(), "serving");
+    tracing::info!(listen = %app.local_addr()?, admin_listen = ?app.admin_addr(), handlers = ?handlers.names(), "serving");
 
     let stop = CancellationToken::new();
+    let reconciler = reconciler(&config, &pool, handlers.routing())?;
+    let reconciling = reconciler.map(|(reconciler, targets)| {
+        tokio::spawn(crate::reconcile::run(reconciler, targets, stop.clone()))
+    });
+    let retention = tokio::spawn(crate::retention::run(
+        Store::new(pool.clone()),
+        retention,
+        stop.clone(),
+    ));
     let dispatcher = config.dispatch.enabled.then(|| {
         tokio::spawn(Dispatcher::new(Store::new(pool), handlers, dispatch).run(stop.clone()))
     });
@@ -182,11 +244,35 @@ pub async fn serve(
     })
     .await?;
     stop.cancel();
+    retention.await.context("retention task")?;
+    if let Some(reconciling) = reconciling {
+        reconciling.await.context("reconciliation task")?;
+    }
     if let Some(dispatcher) = dispatcher {
         dispatcher.await.context("dispatcher task")?;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The reconciler and the environments it sweeps, when `reconcile.enabled` and some environment
+/// has a `voltage_api_key`.
+pub fn reconciler(
+    config: &Config,
+    pool: &PgPool,
+    routing: Routing,
+) -> anyhow::Result<Option<(Reconciler, Vec<crate::reconcile::Target>)>> {
+    let targets = config.reconcile_targets()?;
+    if !config.reconcile.enabled || targets.is_empty() {
+        return Ok(None);
+    }
+    let reconciler = Reconciler {
+        store: Store::new(pool.clone()),
+        api: config.voltage_api()?,
+        routing: Arc::new(routing),
+        settings: config.reconcile_settings()?,
+    };
+    Ok(Some((reconciler, targets)))
 }
 
 /// `voltage-webhooks dispatch`: a dispatcher alone, to scale fan-out apart from ingest.

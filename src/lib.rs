@@ -15,6 +15,8 @@ pub mod event;
 pub mod handlers;
 pub mod http;
 pub mod loadgen;
+pub mod reconcile;
+pub mod retention;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

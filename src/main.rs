@@ -33,6 +33,22 @@ enum Command {
     Dispatch,
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
+    /// Run one retention pass now (see `[retention]`): remove expired events, dead deliveries,
+    /// quarantined bodies and replay records, in small batches.
+    Purge {
+        /// Only count what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Sweep Voltage's payments API for one environment and store what the webhooks missed.
+    Reconcile {
+        /// The environment (its `voltage_api_key` must be set).
+        #[arg(long)]
+        environment: String,
+        /// One sweep, then exit (otherwise: every reconcile.interval_secs until SIGTERM).
+        #[arg(long)]
+        once: bool,
+    },
     /// Validate the configuration and resolve every secret; print warnings.
     CheckConfig,
     /// Manage API keys for the query API (scoped to one environment, read or write).
@@ -133,6 +149,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )),
         Command::Dispatch => runtime.block_on(app::dispatch(config, Vec::new())),
         Command::Migrate => runtime.block_on(app::migrate(&config)),
+        Command::Purge { dry_run } => {
+            println!("{}", runtime.block_on(tools::purge(&config, dry_run))?);
+            Ok(())
+        }
+        Command::Reconcile { environment, once } => {
+            println!(
+                "{}",
+                runtime.block_on(tools::reconcile(&config, &environment, once))?
+            );
+            Ok(())
+        }
         Command::CheckConfig => {
             let warnings = tools::check_config(&config)?;
             for warning in &warnings {

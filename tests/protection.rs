@@ -123,3 +123,55 @@ async fn a_request_running_past_the_timeout_gets_503_and_nothing_is_stored(pool:
     );
     assert_nothing_written(&pool).await;
 }
+
+/// With `server.admin_listen`, metrics leave the public listener: a caller that can reach the
+/// webhook port cannot read operational data, and the admin port serves nothing else.
+#[sqlx::test]
+async fn admin_listen_moves_metrics_off_the_public_listener(pool: PgPool) {
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+        config_toml()
+    );
+    let config = Config::from_toml(&toml).unwrap();
+    let (registry, _) = config.resolve().unwrap();
+    let state = app_state(&config, registry, Routing::default(), pool);
+    let app = voltage_webhooks::app::Application::build(&config, state)
+        .await
+        .unwrap();
+    let public = format!("http://{}", app.local_addr().unwrap());
+    let admin = format!("http://{}", app.admin_addr().expect("admin listener bound"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
+
+    let client = reqwest::Client::new();
+    let status = |url: String| {
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(status(format!("{admin}/metrics")).await, StatusCode::OK);
+    assert_eq!(
+        status(format!("{public}/metrics")).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(status(format!("{public}/healthz")).await, StatusCode::OK);
+    assert_eq!(status(format!("{admin}/healthz")).await, StatusCode::OK);
+    assert_eq!(
+        status(format!("{admin}/v1/events")).await,
+        StatusCode::NOT_FOUND
+    );
+    let delivery = client
+        .post(format!("{admin}/webhooks/production"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivery.status(), StatusCode::NOT_FOUND);
+
+    // Both listeners stop with the one shutdown signal.
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("both listeners stopped")
+        .unwrap()
+        .unwrap();
+}

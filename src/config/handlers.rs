@@ -46,6 +46,10 @@ pub struct HandlerConfig {
     pub environments: Option<Vec<String>>,
     #[serde(default = "every_event")]
     pub events: Vec<String>,
+    /// Fetch the payment from the payments API before each call; proceed only if it agrees.
+    /// Every environment the handler covers needs a `voltage_api_key`.
+    #[serde(default)]
+    pub confirm: bool,
     #[serde(default = "defaults::timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default = "defaults::concurrency")]
@@ -160,8 +164,35 @@ impl Config {
                 timeout,
                 concurrency: h.concurrency,
             },
+            confirm: self.check_confirm(key, h)?,
             kind: kind_spec(key, h)?,
         })
+    }
+
+    /// Confirmation needs an API key in every environment the handler covers.
+    fn check_confirm(&self, key: &str, h: &HandlerConfig) -> Result<bool, ConfigError> {
+        if !h.confirm {
+            return Ok(false);
+        }
+        let covered: Vec<&String> = match &h.environments {
+            Some(names) => names.iter().collect(),
+            None => self.environments.keys().collect(),
+        };
+        for name in covered {
+            let has_key = self
+                .environments
+                .get(name)
+                .is_some_and(|env| env.voltage_api_key.is_some());
+            if !has_key {
+                return Err(ConfigError::invalid(
+                    format!("{key}.confirm"),
+                    format!(
+                        "environments.{name}.voltage_api_key is required to confirm its events"
+                    ),
+                ));
+            }
+        }
+        Ok(true)
     }
 
     fn route(&self, key: &str, h: &HandlerConfig) -> Result<Route, ConfigError> {

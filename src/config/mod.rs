@@ -5,6 +5,8 @@
 //! [`crate::verify::Registry`] and never prints a secret: the values live in `SecretString`s.
 
 mod handlers;
+mod reconcile;
+mod retention;
 mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +21,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use handlers::{DispatchConfig, HandlerConfig, HandlerKind, NatsConfig};
+pub use reconcile::ReconcileConfig;
+pub use retention::RetentionConfig;
 pub use secrets::SecretRef;
 
 use crate::verify::{Environment, Registration, Registry};
@@ -36,6 +40,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub dispatch: DispatchConfig,
     pub nats: NatsConfig,
+    pub retention: RetentionConfig,
+    pub reconcile: ReconcileConfig,
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentConfig>,
     #[serde(default)]
@@ -46,6 +52,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// When set, `/metrics` (with the probes) is served here and not on `listen`, so the public
+    /// listener exposes no operational data.
+    pub admin_listen: Option<SocketAddr>,
     /// Larger bodies get 413 before they are buffered: Voltage's bodies are a few KB.
     pub max_body_bytes: usize,
     /// Applies both ways: a timestamp this far in the future is as suspect as one this old.
@@ -104,6 +113,9 @@ pub struct EnvironmentConfig {
     pub allow_ips: Vec<String>,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// A Voltage API key with read permission on this environment only: enables reconciliation
+    /// and handler confirmation here. A secret like the webhook secrets.
+    pub voltage_api_key: Option<SecretRef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,7 +195,7 @@ impl Config {
         }
         crate::auth::parse_cidrs(&self.server.trusted_proxies)
             .map_err(|e| ConfigError::invalid("server.trusted_proxies", e))?;
-        let mut warnings = Warnings::new();
+        let (_, mut warnings) = self.retention_policy()?;
         let mut environments = Vec::new();
         let mut registrations = Vec::new();
         let mut owner_of_webhook: HashMap<Uuid, String> = HashMap::new();

@@ -3,11 +3,12 @@
 use anyhow::Context as _;
 
 use super::{
-    stack, HandlerSet, HttpHandler, LogHandler, NatsHandler, RegisteredHandler, Route,
+    stack_with, HandlerSet, HttpHandler, LogHandler, NatsHandler, RegisteredHandler, Route,
     StackSettings,
 };
 use super::{StandardWebhookSigner, StreamSettings};
 use crate::dispatch::RetryPolicy;
+use crate::reconcile::confirm::ConfirmLayer;
 
 /// A validated `[[handlers]]` entry.
 #[derive(Debug)]
@@ -16,6 +17,8 @@ pub struct HandlerSpec {
     pub route: Route,
     pub retry: RetryPolicy,
     pub stack: StackSettings,
+    /// Confirm each event with the payments API before calling the handler.
+    pub confirm: bool,
     pub kind: KindSpec,
 }
 
@@ -32,16 +35,31 @@ pub enum KindSpec {
     Log,
 }
 
-/// Builds every handler. NATS is connected once, and only when a `nats` handler exists.
-pub async fn build(specs: Vec<HandlerSpec>, nats_url: &str) -> anyhow::Result<HandlerSet> {
+/// Builds every handler. NATS is connected once, and only when a `nats` handler exists. Handlers
+/// with `confirm` get `confirm`'s layer (required then).
+pub async fn build(
+    specs: Vec<HandlerSpec>,
+    nats_url: &str,
+    confirm: Option<ConfirmLayer>,
+) -> anyhow::Result<HandlerSet> {
     let mut nats = None;
     let mut set = HandlerSet::default();
     for spec in specs {
+        let confirm = if spec.confirm {
+            Some(confirm.clone().with_context(|| {
+                format!(
+                    "handler {} wants confirmation but no payments API client was given",
+                    spec.name
+                )
+            })?)
+        } else {
+            None
+        };
         let service = match spec.kind {
-            KindSpec::Log => stack(&spec.name, spec.stack, LogHandler),
+            KindSpec::Log => stack_with(&spec.name, spec.stack, confirm, LogHandler),
             KindSpec::Http { url, signer } => {
                 let handler = HttpHandler::new(url, signer).context("building the HTTP client")?;
-                stack(&spec.name, spec.stack, handler)
+                stack_with(&spec.name, spec.stack, confirm, handler)
             }
             KindSpec::Nats { prefix, create } => {
                 let client = match &nats {
@@ -53,7 +71,7 @@ pub async fn build(specs: Vec<HandlerSpec>, nats_url: &str) -> anyhow::Result<Ha
                     }
                 };
                 let handler = NatsHandler::new(client.clone(), &prefix, create).await?;
-                stack(&spec.name, spec.stack, handler)
+                stack_with(&spec.name, spec.stack, confirm, handler)
             }
         };
         set.register(RegisteredHandler {

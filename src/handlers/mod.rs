@@ -22,6 +22,7 @@ use tower::{Service, ServiceBuilder};
 use uuid::Uuid;
 
 pub use self::build::{build, HandlerSpec, KindSpec};
+pub(crate) use self::http::retry_after;
 pub use self::http::{HttpHandler, StandardWebhookSigner};
 pub use self::log::LogHandler;
 pub use self::nats::{nats_subject, NatsHandler, StreamSettings};
@@ -29,6 +30,7 @@ pub use layers::classify;
 pub use routing::{EventFilter, Route, Routing};
 
 use crate::dispatch::RetryPolicy;
+use crate::reconcile::confirm::ConfirmLayer;
 
 /// One stored event on its way to one handler, for one attempt.
 #[derive(Debug, Clone)]
@@ -113,12 +115,31 @@ where
     S::Error: Into<tower::BoxError>,
     S::Future: Send + 'static,
 {
+    stack_with(name, settings, None, inner)
+}
+
+/// [`stack`], with confirmation against the payments API (innermost, so the handler's timeout and
+/// concurrency limit cover the API call too) when `confirm` is given.
+pub fn stack_with<S>(
+    name: &str,
+    settings: StackSettings,
+    confirm: Option<ConfirmLayer>,
+    inner: S,
+) -> Handler
+where
+    S: Service<HandlerRequest, Response = ()> + Clone + Send + Sync + 'static,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+{
     let service = ServiceBuilder::new()
         .layer(layers::TraceLayer::new(name))
         .layer(layers::MetricsLayer::new(name))
         .map_err(layers::classify)
         .timeout(settings.timeout)
         .concurrency_limit(settings.concurrency)
+        .option_layer(confirm)
+        // One error type on both sides of the optional layer.
+        .map_err(Into::<tower::BoxError>::into)
         .service(inner);
     BoxCloneSyncService::new(service)
 }

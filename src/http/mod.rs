@@ -85,8 +85,28 @@ pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
 }
 
-/// The application's routes with the full middleware stack.
+/// The application's routes with the full middleware stack, `/metrics` included.
 pub fn router(state: AppState) -> Router {
+    build_router(state, true)
+}
+
+/// The routes for the main listener when `/metrics` is served on `server.admin_listen` instead.
+pub fn router_without_metrics(state: AppState) -> Router {
+    build_router(state, false)
+}
+
+/// The admin listener's routes: metrics and the probes, nothing a caller from outside could use.
+pub fn admin_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::render))
+        .fallback(not_found)
+        .with_state(state);
+    apply_middleware(routes)
+}
+
+fn build_router(state: AppState, with_metrics: bool) -> Router {
     // Deliveries and the query API are limited; health and metrics stay answerable under overload,
     // so a load balancer does not eject a replica that is merely busy.
     let limited = Router::new()
@@ -102,13 +122,13 @@ pub fn router(state: AppState) -> Router {
                 // A request never runs longer than this; one cut off here was not acknowledged.
                 .timeout(state.limits.request_timeout),
         );
-    let routes = Router::new()
+    let mut routes = Router::new()
         .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
-        .route("/metrics", get(metrics::render))
-        .merge(limited)
-        .fallback(not_found)
-        .with_state(state);
+        .route("/readyz", get(health::ready));
+    if with_metrics {
+        routes = routes.route("/metrics", get(metrics::render));
+    }
+    let routes = routes.merge(limited).fallback(not_found).with_state(state);
     apply_middleware(routes)
 }
 

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::events::secret_index;
 use super::{NewEvent, Store, StoreError, Stored};
+use crate::event::{DedupKey, Payload};
 
 /// A [`NewEvent`] that owns its data, so it can wait in a queue for its batch.
 #[derive(Debug, Clone)]
@@ -21,10 +22,21 @@ pub struct OwnedEvent {
     pub payment_status: Option<String>,
     pub payment_updated_at: Option<DateTime<Utc>>,
     pub raw_body: Bytes,
-    pub webhook_id: Uuid,
-    pub secret_index: i16,
-    pub signed_timestamp: i64,
+    pub origin: Origin,
     pub handlers: Vec<String>,
+}
+
+/// Where an event came from: `events.source`, with the webhook's provenance when it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A verified delivery: which registration, which secret position, which signed timestamp.
+    Webhook {
+        webhook_id: Uuid,
+        secret_index: i16,
+        signed_timestamp: i64,
+    },
+    /// Built by the reconciler from Voltage's payments API.
+    Reconciliation,
 }
 
 impl OwnedEvent {
@@ -39,10 +51,35 @@ impl OwnedEvent {
             payment_status: payment.and_then(|p| p.status.clone()),
             payment_updated_at: payment.and_then(|p| p.updated_at),
             raw_body: Bytes::copy_from_slice(new.raw_body),
-            webhook_id: new.verified.webhook_id,
-            secret_index: secret_index(new.verified),
-            signed_timestamp: new.verified.timestamp,
+            origin: Origin::Webhook {
+                webhook_id: new.verified.webhook_id,
+                secret_index: secret_index(new.verified),
+                signed_timestamp: new.verified.timestamp,
+            },
             handlers: new.handlers.to_vec(),
+        }
+    }
+
+    /// A synthetic event the reconciler built from the payments API: same key, same table, same
+    /// outbox as a webhook event, so a webhook for the same state is a duplicate of it.
+    pub fn reconciled(
+        environment: &str,
+        payload: &Payload,
+        raw_body: Bytes,
+        handlers: Vec<String>,
+    ) -> Self {
+        let payment = payload.payment.as_ref();
+        Self {
+            environment: environment.to_owned(),
+            dedup_key: DedupKey::new(environment, payload, &raw_body).0,
+            event_type: payload.event_type.clone(),
+            event: payload.event.clone(),
+            payment_id: payment.map(|p| p.id.clone()),
+            payment_status: payment.and_then(|p| p.status.clone()),
+            payment_updated_at: payment.and_then(|p| p.updated_at),
+            raw_body,
+            origin: Origin::Reconciliation,
+            handlers,
         }
     }
 }
@@ -59,9 +96,10 @@ struct Columns {
     payment_status: Vec<Option<String>>,
     payment_updated_at: Vec<Option<DateTime<Utc>>>,
     raw_body: Vec<Vec<u8>>,
-    webhook_id: Vec<Uuid>,
-    secret_index: Vec<i16>,
-    signed_timestamp: Vec<i64>,
+    source: Vec<&'static str>,
+    webhook_id: Vec<Option<Uuid>>,
+    secret_index: Vec<Option<i16>>,
+    signed_timestamp: Vec<Option<i64>>,
     arrivals: Vec<i32>,
 }
 
@@ -129,9 +167,24 @@ fn push(c: &mut Columns, e: &OwnedEvent) {
     c.payment_status.push(e.payment_status.clone());
     c.payment_updated_at.push(e.payment_updated_at);
     c.raw_body.push(e.raw_body.to_vec());
-    c.webhook_id.push(e.webhook_id);
-    c.secret_index.push(e.secret_index);
-    c.signed_timestamp.push(e.signed_timestamp);
+    match e.origin {
+        Origin::Webhook {
+            webhook_id,
+            secret_index,
+            signed_timestamp,
+        } => {
+            c.source.push("webhook");
+            c.webhook_id.push(Some(webhook_id));
+            c.secret_index.push(Some(secret_index));
+            c.signed_timestamp.push(Some(signed_timestamp));
+        }
+        Origin::Reconciliation => {
+            c.source.push("reconciliation");
+            c.webhook_id.push(None);
+            c.secret_index.push(None);
+            c.signed_timestamp.push(None);
+        }
+    }
     c.arrivals.push(1);
 }
 
@@ -146,18 +199,23 @@ async fn insert_distinct(
         "WITH input AS ( \
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], \
                  $7::text[], $8::timestamptz[], $9::bytea[], $10::uuid[], $11::int2[], $12::int8[], \
-                 $13::int4[]) WITH ORDINALITY \
+                 $13::int4[], $14::text[]) WITH ORDINALITY \
              AS t(id, environment, dedup_key, event_type, event, payment_id, payment_status, \
                   payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, \
-                  arrivals, position) \
+                  arrivals, source, position) \
          ), written AS ( \
              INSERT INTO events (id, environment, dedup_key, event_type, event, payment_id, payment_status, \
-                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrival_count) \
+                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrival_count, \
+                 source) \
              SELECT id, environment, dedup_key, event_type, event, payment_id, payment_status, \
-                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrivals \
+                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrivals, \
+                 source \
              FROM input ORDER BY environment, dedup_key \
              ON CONFLICT ON CONSTRAINT events_dedup DO UPDATE \
-                 SET arrival_count = events.arrival_count + EXCLUDED.arrival_count, last_received_at = now() \
+                 SET arrival_count = events.arrival_count + EXCLUDED.arrival_count, last_received_at = now(), \
+                     webhook_id = coalesce(events.webhook_id, EXCLUDED.webhook_id), \
+                     secret_index = coalesce(events.secret_index, EXCLUDED.secret_index), \
+                     signed_timestamp = coalesce(events.signed_timestamp, EXCLUDED.signed_timestamp) \
              RETURNING id, environment, dedup_key \
          ) \
          SELECT input.position, written.id FROM input \
@@ -176,6 +234,7 @@ async fn insert_distinct(
     .bind(&c.secret_index)
     .bind(&c.signed_timestamp)
     .bind(&c.arrivals)
+    .bind(&c.source)
     .fetch_all(&mut **tx)
     .await?;
     let mut ids = vec![Uuid::nil(); c.id.len()];

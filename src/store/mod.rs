@@ -8,10 +8,13 @@ mod api_keys;
 mod batch;
 mod events;
 mod group_commit;
+mod lock;
 mod outbox;
+mod payments;
 mod quarantine;
 mod queries;
 mod replay;
+pub mod retention;
 mod wake;
 
 use std::time::Duration;
@@ -22,10 +25,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
-pub use batch::OwnedEvent;
+pub use batch::{Origin, OwnedEvent};
 pub use events::{NewEvent, Stored, StoredEvent};
 pub use group_commit::{BatchFailed, GroupCommit, GroupCommitSettings};
+pub use lock::{lock_key, SessionLock};
 pub use outbox::{ClaimRequest, Claimed, DeliveryState, OutboxStats, WAKE_CHANNEL};
+pub use payments::KnownState;
 pub use quarantine::Quarantined;
 pub use queries::{EventQuery, EventSummary, FeedRow};
 pub use replay::{ReplayOutcome, RetryOutcome};

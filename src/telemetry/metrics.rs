@@ -25,6 +25,18 @@ pub const DELIVERIES_DEAD_TOTAL: &str = "voltage_deliveries_dead_lettered_total"
 pub const OUTBOX_PENDING: &str = "voltage_outbox_pending";
 pub const OUTBOX_OLDEST_PENDING_SECONDS: &str = "voltage_outbox_oldest_pending_seconds";
 pub const DELIVERIES_DEAD: &str = "voltage_deliveries_dead";
+/// Rows retention removed, by kind (`events`, `dead_deliveries`, `quarantined`, `replays`), and
+/// when this replica last finished a pass (Unix seconds).
+pub const RETENTION_REMOVED: &str = "voltage_retention_removed_total";
+/// Reconciliation, by environment: states the webhooks never delivered, each sweep's duration, when
+/// the last sweep completed (Unix seconds: alert when it falls behind), and failed sweeps.
+pub const RECONCILE_GAPS: &str = "voltage_reconcile_gaps_total";
+pub const RECONCILE_SWEEP_SECONDS: &str = "voltage_reconcile_sweep_seconds";
+pub const RECONCILE_LAST_COMPLETE: &str = "voltage_reconcile_last_complete_sweep_timestamp_seconds";
+pub const RECONCILE_FAILURES: &str = "voltage_reconcile_sweep_failures_total";
+/// Handler calls a confirmation stopped because the payments API contradicted the event.
+pub const CONFIRMATION_REFUSED: &str = "voltage_confirmation_refused_total";
+pub const RETENTION_LAST_PASS: &str = "voltage_retention_last_pass_timestamp_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -50,10 +50,98 @@ pub fn signed_headers(
 pub fn check_config(config: &Config) -> anyhow::Result<Vec<String>> {
     let (registry, warnings) = config.resolve()?;
     config.handler_specs()?;
+    config.dispatch_settings()?;
+    config.reconcile_settings()?;
+    config.voltage_api()?;
+    config.reconcile_targets()?;
     if registry.environments().next().is_none() {
         anyhow::bail!("configuration key `environments`: no environment is configured");
     }
     Ok(warnings)
+}
+
+/// `voltage-webhooks purge`: one retention pass now, or with `dry_run` what it would remove.
+pub async fn purge(config: &Config, dry_run: bool) -> anyhow::Result<String> {
+    use crate::retention::{self, Pass};
+    let (policy, warnings) = config.retention_policy()?;
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    anyhow::ensure!(
+        policy.is_active(),
+        "configuration keys `retention.events_days` and `retention.dead_days` are unset: nothing expires"
+    );
+    let store = crate::store::Store::new(crate::app::open_database(config, false).await?);
+    let now = chrono::Utc::now();
+    let cutoffs = policy.cutoffs(now);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let counts = match retention::pass(&store, &policy, now, dry_run, &stop).await? {
+        Pass::Done(counts) => counts,
+        Pass::Busy => anyhow::bail!("another replica is running a retention pass; try again later"),
+    };
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let when = |cutoff: Option<chrono::DateTime<chrono::Utc>>| {
+        cutoff.map_or_else(
+            || "kept (no period set)".to_owned(),
+            |c| format!("before {}", c.to_rfc3339()),
+        )
+    };
+    Ok(format!(
+        "{verb}: {} events, {} dead deliveries, {} quarantined bodies, {} replay records\n\
+         events received {}, last received before {}\n\
+         dead deliveries completed {}",
+        counts.events,
+        counts.dead_deliveries,
+        counts.quarantined,
+        counts.replays,
+        when(cutoffs.events_before),
+        cutoffs.dedup_before.to_rfc3339(),
+        when(cutoffs.dead_before),
+    ))
+}
+
+/// `voltage-webhooks reconcile --environment NAME [--once]`: one sweep and its report, or sweeps
+/// every `reconcile.interval_secs` until SIGTERM. New events are routed to the configured
+/// handlers (handlers an embedding program registers in code are not known here).
+pub async fn reconcile(config: &Config, environment: &str, once: bool) -> anyhow::Result<String> {
+    use crate::reconcile::{self, Reconciler, Sweep};
+    config.resolve()?;
+    let target = config
+        .reconcile_targets()?
+        .into_iter()
+        .find(|t| t.environment == environment)
+        .with_context(|| {
+            if config.environments.contains_key(environment) {
+                format!("configuration key `environments.{environment}.voltage_api_key` is not set")
+            } else {
+                format!("configuration key `environments.{environment}`: no such environment")
+            }
+        })?;
+    let routes = config
+        .handler_specs()?
+        .into_iter()
+        .map(|s| (s.name, s.route));
+    let reconciler = Reconciler {
+        store: crate::store::Store::new(crate::app::open_database(config, false).await?),
+        api: config.voltage_api()?,
+        routing: std::sync::Arc::new(crate::handlers::Routing::new(routes.collect())),
+        settings: config.reconcile_settings()?,
+    };
+    if !once {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn(reconcile::run(reconciler, vec![target], stop.clone()));
+        crate::app::shutdown_signal().await;
+        stop.cancel();
+        running.await?;
+        return Ok("stopped".to_owned());
+    }
+    match reconciler.sweep(&target).await? {
+        Sweep::Done(r) => Ok(format!(
+            "environment {environment}: {} pages, {} payments, {} gaps ({} stored, {} already stored by a webhook, {} in-progress states not synthesized), {} unreadable payments",
+            r.pages, r.payments, r.gaps, r.stored, r.duplicates, r.unnamed, r.unreadable
+        )),
+        Sweep::Busy => anyhow::bail!("another replica is sweeping environment {environment}; try again later"),
+    }
 }
 
 /// `voltage-webhooks healthcheck`: 200 within 3 s, or an error.

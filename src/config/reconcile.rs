@@ -1,0 +1,99 @@
+//! `[reconcile]` and each environment's `voltage_api_key`: the sweep of Voltage's payments API,
+//! and the API client that handler confirmation shares.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Config, ConfigError};
+use crate::dispatch::RetryPolicy;
+use crate::reconcile::{ReconcileSettings, Target, VoltageApi};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Sweep inside `serve` every environment that has a `voltage_api_key`.
+    pub enabled: bool,
+    /// Voltage Payments API base URL.
+    pub base_url: String,
+    pub interval_secs: u64,
+    /// Payments per page (Voltage's list takes `limit`).
+    pub page_size: u32,
+    /// A sweep pages back to payments created this many hours ago; 0: the whole history.
+    pub lookback_hours: u64,
+    pub request_timeout_ms: u64,
+    /// Attempts per API request when it answers 429 or 5xx, or cannot be reached.
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+}
+
+impl Config {
+    pub fn reconcile_settings(&self) -> Result<ReconcileSettings, ConfigError> {
+        let r = &self.reconcile;
+        positive("reconcile.interval_secs", r.interval_secs)?;
+        positive("reconcile.page_size", u64::from(r.page_size))?;
+        Ok(ReconcileSettings {
+            interval: Duration::from_secs(r.interval_secs),
+            page_size: r.page_size,
+            lookback: (r.lookback_hours > 0).then(|| Duration::from_secs(r.lookback_hours * 3600)),
+        })
+    }
+
+    /// The payments API client (sweeps and confirmation share it).
+    pub fn voltage_api(&self) -> Result<VoltageApi, ConfigError> {
+        let r = &self.reconcile;
+        positive("reconcile.request_timeout_ms", r.request_timeout_ms)?;
+        positive("reconcile.max_attempts", u64::from(r.max_attempts))?;
+        positive("reconcile.backoff_base_ms", r.backoff_base_ms)?;
+        if r.backoff_cap_ms < r.backoff_base_ms {
+            return Err(ConfigError::invalid(
+                "reconcile.backoff_cap_ms",
+                "must be at least reconcile.backoff_base_ms",
+            ));
+        }
+        let url = reqwest::Url::parse(&r.base_url)
+            .map_err(|e| ConfigError::invalid("reconcile.base_url", e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid(
+                "reconcile.base_url",
+                "must be an http(s) URL",
+            ));
+        }
+        let retry = RetryPolicy {
+            max_attempts: r.max_attempts,
+            base: Duration::from_millis(r.backoff_base_ms),
+            cap: Duration::from_millis(r.backoff_cap_ms),
+        };
+        VoltageApi::new(
+            &r.base_url,
+            Duration::from_millis(r.request_timeout_ms),
+            retry,
+        )
+        .map_err(|e| ConfigError::invalid("reconcile.base_url", e.to_string()))
+    }
+
+    /// Every environment with a `voltage_api_key`, its key resolved.
+    pub fn reconcile_targets(&self) -> Result<Vec<Target>, ConfigError> {
+        let mut targets = Vec::new();
+        for (name, env) in &self.environments {
+            if let Some(reference) = &env.voltage_api_key {
+                let api_key = reference.resolve(&format!("environments.{name}.voltage_api_key"))?;
+                targets.push(Target {
+                    environment: name.clone(),
+                    organization_id: env.organization_id,
+                    environment_id: env.environment_id,
+                    api_key,
+                });
+            }
+        }
+        Ok(targets)
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Reconciliation: Voltage's webhooks are not the source of truth, so each environment with a
+//! Voltage API key is swept periodically, newest payments first, and every state the webhooks
+//! never delivered becomes a synthetic event (`source = 'reconciliation'`) through the same
+//! storage, dedup and fan-out as a webhook event.
+//!
+//! A gap is a payment never seen, or one whose API state is newer than the newest stored. The
+//! synthetic event carries the webhook event Voltage would have sent for that state, so the dedup
+//! key is the same and a webhook arriving later is a duplicate. Only states whose webhook event is
+//! certain are synthesized: terminal ones (a send's `completed`/`failed`, a receive's `completed`,
+//! `expired`, `failed`) and an unseen receive still `generating`/`receiving` (`generated`). A newer
+//! in-progress state of a payment already seen (a partial receipt, a refreshed invoice) cannot be
+//! named from the API alone: it is counted as `unnamed` and left to its webhook.
+
+mod client;
+pub mod confirm;
+mod run;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+pub use client::{ApiError, Page, Target, VoltageApi};
+pub use run::run;
+
+use crate::event::Payload;
+use crate::handlers::Routing;
+use crate::store::{KnownState, OwnedEvent, Store, StoreError, Stored};
+use crate::telemetry::metrics as names;
+
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    pub interval: Duration,
+    pub page_size: u32,
+    /// Paging stops at payments created before this long ago (`None`: the whole history).
+    pub lookback: Option<Duration>,
+}
+
+/// What one sweep saw and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    pub pages: u32,
+    pub payments: u64,
+    /// States the webhooks never delivered.
+    pub gaps: u64,
+    /// Gaps stored as new synthetic events.
+    pub stored: u64,
+    /// Gaps a webhook filled between our comparison and our write.
+    pub duplicates: u64,
+    /// Newer in-progress states no webhook event can be named for (see the module docs).
+    pub unnamed: u64,
+    /// Payments the API returned without an id, status, direction or `updated_at`.
+    pub unreadable: u64,
+}
+
+#[derive(Debug)]
+pub enum Sweep {
+    Done(SweepReport),
+    /// Another replica is sweeping this environment now.
+    Busy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    pub store: Store,
+    pub api: VoltageApi,
+    /// Which handlers a new synthetic event is enqueued for, as for a webhook event.
+    pub routing: Arc<Routing>,
+    pub settings: ReconcileSettings,
+}
+
+/// The advisory lock that makes one replica at a time sweep `environment`.
+pub fn lock_name(environment: &str) -> String {
+    format!("voltage-webhooks/reconcile/{environment}")
+}
+
+impl Reconciler {
+    /// One sweep of `target`, unless another replica holds its lock.
+    pub async fn sweep(&self, target: &Target) -> Result<Sweep, ReconcileError> {
+        let Some(lock) = self
+            .store
+            .try_session_lock(&lock_name(&target.environment))
+            .await?
+        else {
+            return Ok(Sweep::Busy);
+        };
+        let started = Instant::now();
+        let result = self.sweep_locked(target).await;
+        lock.release().await;
+        let report = result?;
+        let environment = target.environment.clone();
+        metrics::histogram!(names::RECONCILE_SWEEP_SECONDS, "environment" => environment.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!(names::RECONCILE_LAST_COMPLETE, "environment" => environment)
+            .set(Utc::now().timestamp() as f64);
+        Ok(Sweep::Done(report))
+    }
+
+    async fn sweep_locked(&self, target: &Target) -> Result<SweepReport, ReconcileError> {
+        let horizon = self
+            .settings
+            .lookback
+            .and_then(|lookback| chrono::Duration::from_std(lookback).ok())
+            .map(|lookback| Utc::now() - lookback);
+        let mut report = SweepReport::default();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .api
+                .list_payments(target, cursor.as_deref(), self.settings.page_size)
+                .await?;
+            report.pages += 1;
+            report.payments += page.payments.len() as u64;
+            let past_horizon = self
+                .reconcile_page(target, &page, horizon, &mut report)
+                .await?;
+            match page.next_cursor {
+                Some(next) if !past_horizon => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Compares one page with the store and writes its gaps in one batch. Returns whether the
+    /// page reached payments older than the horizon (the list is newest first: stop paging).
+    async fn reconcile_page(
+        &self,
+        target: &Target,
+        page: &Page,
+        horizon: Option<DateTime<Utc>>,
+        report: &mut SweepReport,
+    ) -> Result<bool, ReconcileError> {
+        let mut past_horizon = false;
+        let states: Vec<ApiState<'_>> = page
+            .payments
+            .iter()
+            .filter_map(|payment| {
+                let state = ApiState::read(payment);
+                report.unreadable += u64::from(state.is_none());
+                state
+            })
+            .filter(|state| {
+                let old = horizon.is_some_and(|h| state.created_at.is_some_and(|c| c < h));
+                past_horizon |= old;
+                !old && state.belongs_to(target)
+            })
+            .collect();
+        let ids: Vec<String> = states.iter().map(|s| s.id.to_owned()).collect();
+        let known = self
+            .store
+            .latest_payment_states(&target.environment, &ids)
+            .await?;
+        let mut events = Vec::new();
+        for state in &states {
+            let seen = known.get(state.id);
+            if !state.is_newer_than(seen) {
+                continue;
+            }
+            report.gaps += 1;
+            let Some(event) = state.webhook_event(seen.is_some()) else {
+                report.unnamed += 1;
+                continue;
+            };
+            if let Some(event) = self.synthesize(target, state, event) {
+                events.push(event);
+            }
+        }
+        if !events.is_empty() {
+            for outcome in self.store.insert_batch(&events).await? {
+                match outcome {
+                    Stored::New(_) => report.stored += 1,
+                    Stored::Duplicate(_) => report.duplicates += 1,
+                }
+            }
+            metrics::counter!(names::RECONCILE_GAPS, "environment" => target.environment.clone())
+                .increment(events.len() as u64);
+        }
+        Ok(past_horizon)
+    }
+
+    /// The body Voltage would have delivered for this state, as an event ready for the store.
+    fn synthesize(&self, target: &Target, state: &ApiState<'_>, event: &str) -> Option<OwnedEvent> {
+        let body = json!({
+            "type": state.direction,
+            "detail": { "event": event, "data": state.payment },
+        });
+        let raw = Bytes::from(serde_json::to_vec(&body).ok()?);
+        let payload = Payload::parse(&raw).ok()?;
+        let handlers =
+            self.routing
+                .matching(&target.environment, &payload.event_type, &payload.event);
+        tracing::info!(environment = %target.environment, payment_id = state.id, event_type = state.direction, event, status = state.status, "reconciliation: a state the webhooks did not deliver");
+        Some(OwnedEvent::reconciled(
+            &target.environment,
+            &payload,
+            raw,
+            handlers,
+        ))
+    }
+}
+
+/// A payment as the API returned it, with the fields the comparison needs.
+#[derive(Debug)]
+struct ApiState<'a> {
+    payment: &'a Value,
+    id: &'a str,
+    direction: &'a str,
+    status: &'a str,
+    updated_at: DateTime<Utc>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> ApiState<'a> {
+    fn read(payment: &'a Value) -> Option<Self> {
+        let text = |key: &str| payment.get(key).and_then(Value::as_str);
+        let time = |key: &str| {
+            text(key)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        Some(Self {
+            payment,
+            id: text("id")?,
+            direction: text("direction").filter(|d| matches!(*d, "send" | "receive"))?,
+            status: text("status")?,
+            updated_at: time("updated_at")?,
+            created_at: time("created_at"),
+        })
+    }
+
+    /// The key is scoped to one environment, but a payment naming another is never stored here.
+    fn belongs_to(&self, target: &Target) -> bool {
+        let matches = |key: &str, expected: uuid::Uuid| {
+            self.payment
+                .get(key)
+                .and_then(Value::as_str)
+                .is_none_or(|v| v.parse::<uuid::Uuid>().ok() == Some(expected))
+        };
+        matches("organization_id", target.organization_id)
+            && matches("environment_id", target.environment_id)
+    }
+
+    fn is_newer_than(&self, seen: Option<&KnownState>) -> bool {
+        let Some(seen) = seen else { return true };
+        match seen.updated_at {
+            None => true,
+            Some(at) if self.updated_at > at => true,
+            Some(at) => self.updated_at == at && seen.status.as_deref() != Some(self.status),
+        }
+    }
+
+    /// The webhook event Voltage sends for this state, when it is certain.
+    fn webhook_event(&self, seen: bool) -> Option<&'static str> {
+        match (self.direction, self.status) {
+            ("send", "completed") => Some("succeeded"),
+            ("send", "failed") | ("receive", "failed") => Some("failed"),
+            ("receive", "completed") => Some("completed"),
+            ("receive", "expired") => Some("expired"),
+            ("receive", "generating" | "receiving") if !seen => Some("generated"),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! What the webhooks told us about payments, in the shape the reconciler compares with the API.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreError};
+
+/// The newest state stored for a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownState {
+    pub status: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// The newest stored state of each of `payment_ids` in `environment` (absent: never seen).
+    pub async fn latest_payment_states(
+        &self,
+        environment: &str,
+        payment_ids: &[String],
+    ) -> Result<HashMap<String, KnownState>, StoreError> {
+        let rows: Vec<(String, Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT DISTINCT ON (payment_id) payment_id, payment_status, payment_updated_at \
+             FROM events WHERE environment = $1 AND payment_id = ANY($2) \
+             ORDER BY payment_id, payment_updated_at DESC NULLS LAST",
+        )
+        .bind(environment)
+        .bind(payment_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, status, updated_at)| (id, KnownState { status, updated_at }))
+            .collect())
+    }
+}
