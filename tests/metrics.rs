@@ -196,3 +196,101 @@ async fn the_metrics_reflect_a_known_sequence_of_requests(pool: PgPool) {
     assert!(value(&samples, "voltage_outbox_oldest_pending_seconds", &[]) >= 0.0);
     assert_eq!(value(&samples, "voltage_deliveries_dead", &[]), 0.0);
 }
+
+async fn scrape(app: &axum::Router) -> Vec<Sample> {
+    let response = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    parse(std::str::from_utf8(&bytes).unwrap())
+}
+
+/// Reconciliation and retention report what they did: gaps per environment, sweep durations, the
+/// time of the last complete sweep, rows removed by kind.
+#[sqlx::test]
+async fn reconciliation_and_retention_metrics_reflect_what_they_did(pool: PgPool) {
+    use common::voltage_api::*;
+    use voltage_webhooks::reconcile::{ReconcileSettings, Reconciler, Sweep};
+    let app = voltage_webhooks::http::router(state(pool.clone()));
+    let fake = FakeVoltage::default();
+    let base = fake.start().await;
+    fake.set_payments(vec![
+        receive("completed", 30),
+        receive("failed", 60),
+        receive("expired", 90),
+    ]);
+    let reconciler = Reconciler {
+        store: voltage_webhooks::store::Store::new(pool.clone()),
+        api: client(&base, 2),
+        routing: Arc::new(Routing::default()),
+        settings: ReconcileSettings {
+            interval: std::time::Duration::from_secs(300),
+            page_size: 2,
+            lookback: None,
+        },
+    };
+    let before = chrono::Utc::now().timestamp() as f64;
+    for _ in 0..2 {
+        assert!(matches!(
+            reconciler.sweep(&target(API_KEY)).await.unwrap(),
+            Sweep::Done(_)
+        ));
+    }
+    let samples = scrape(&app).await;
+    let production = [("environment", "production")];
+    assert_eq!(
+        value(&samples, "voltage_reconcile_gaps_total", &production),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "voltage_reconcile_sweep_seconds_count",
+            &production
+        ),
+        2.0
+    );
+    assert!(
+        value(
+            &samples,
+            "voltage_reconcile_last_complete_sweep_timestamp_seconds",
+            &production
+        ) >= before
+    );
+
+    // Retention: the three reconciled events, aged past the period, are removed and counted.
+    sqlx::query("UPDATE events SET received_at = now() - interval '100 days', last_received_at = now() - interval '100 days'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let policy = voltage_webhooks::retention::RetentionPolicy {
+        events_days: Some(90),
+        dead_days: None,
+        dedup_days: 30,
+        batch_size: 100,
+        interval: std::time::Duration::from_secs(3600),
+    };
+    let store = voltage_webhooks::store::Store::new(pool.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    voltage_webhooks::retention::pass(&store, &policy, chrono::Utc::now(), false, &stop)
+        .await
+        .unwrap();
+    let samples = scrape(&app).await;
+    assert_eq!(
+        value(
+            &samples,
+            "voltage_retention_removed_total",
+            &[("kind", "events")]
+        ),
+        3.0
+    );
+    assert!(
+        value(
+            &samples,
+            "voltage_retention_last_pass_timestamp_seconds",
+            &[]
+        ) >= before
+    );
+}

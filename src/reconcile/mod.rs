@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use serde_json::{json, Value};
 
 pub use client::{ApiError, Page, Target, VoltageApi};
@@ -227,7 +227,8 @@ impl<'a> ApiState<'a> {
         let time = |key: &str| {
             text(key)
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc))
+                // Stored (and keyed) to the microsecond, so compared to the microsecond.
+                .map(|t| t.with_timezone(&Utc).trunc_subsecs(6))
         };
         Some(Self {
             payment,

@@ -6,6 +6,7 @@ pub mod api;
 pub mod fanout;
 pub mod process;
 pub mod proxy;
+pub mod voltage_api;
 
 use std::sync::Arc;
 use std::time::Duration;
