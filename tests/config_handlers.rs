@@ -74,3 +74,41 @@ fn dispatch_settings_must_be_positive() {
     let e = error_of("[dispatch]\nenabled = true\nbatch_size = 0\nlease_secs = 60\npoll_interval_ms = 500\nmax_in_flight = 8\n");
     assert!(e.contains("dispatch.batch_size"), "{e}");
 }
+
+#[test]
+fn confirmation_needs_an_api_key_in_every_environment_it_covers() {
+    let handler = "[[handlers]]\nname = \"ledger\"\nkind = \"log\"\nconfirm = true\n";
+    let e = error_of(handler);
+    assert!(
+        e.contains("handlers[0].confirm") && e.contains("environments.production.voltage_api_key"),
+        "{e}"
+    );
+    let with_key = BASE.replace(
+        "environment_id = \"123e4567-e89b-12d3-a456-426614174000\"",
+        "environment_id = \"123e4567-e89b-12d3-a456-426614174000\"\nvoltage_api_key = { value = \"vltg_api_key\" }",
+    );
+    let config = Config::from_toml(&format!("{with_key}\n{handler}")).unwrap();
+    assert!(config.handler_specs().unwrap()[0].confirm);
+    assert_eq!(config.reconcile_targets().unwrap().len(), 1);
+}
+
+#[test]
+fn reconciliation_and_retention_mistakes_are_named() {
+    for (toml, key) in [
+        ("[reconcile]\nbase_url = \"ftp://voltage\"\n", "reconcile.base_url"),
+        ("[reconcile]\npage_size = 0\n", "reconcile.page_size"),
+        ("[reconcile]\nbackoff_cap_ms = 1\n", "reconcile.backoff_cap_ms"),
+        ("[retention]\nbatch_size = 0\n", "retention.batch_size"),
+        ("[retention]\nevents_days = 0\n", "retention.events_days"),
+    ] {
+        let config = Config::from_toml(&format!("{toml}{BASE}")).unwrap();
+        let e = match (config.voltage_api(), config.reconcile_settings(), config.resolve()) {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => e.to_string(),
+            _ => panic!("{toml} should be refused"),
+        };
+        assert!(e.contains(key), "{toml}: {e}");
+    }
+    let config = Config::from_toml(&format!("[retention]\nevents_days = 7\n{BASE}")).unwrap();
+    let (_, warnings) = config.resolve().unwrap();
+    assert!(warnings.iter().any(|w| w.contains("retention.events_days = 7")), "{warnings:?}");
+}
