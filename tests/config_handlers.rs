@@ -95,14 +95,24 @@ fn confirmation_needs_an_api_key_in_every_environment_it_covers() {
 #[test]
 fn reconciliation_and_retention_mistakes_are_named() {
     for (toml, key) in [
-        ("[reconcile]\nbase_url = \"ftp://voltage\"\n", "reconcile.base_url"),
+        (
+            "[reconcile]\nbase_url = \"ftp://voltage\"\n",
+            "reconcile.base_url",
+        ),
         ("[reconcile]\npage_size = 0\n", "reconcile.page_size"),
-        ("[reconcile]\nbackoff_cap_ms = 1\n", "reconcile.backoff_cap_ms"),
+        (
+            "[reconcile]\nbackoff_cap_ms = 1\n",
+            "reconcile.backoff_cap_ms",
+        ),
         ("[retention]\nbatch_size = 0\n", "retention.batch_size"),
         ("[retention]\nevents_days = 0\n", "retention.events_days"),
     ] {
         let config = Config::from_toml(&format!("{toml}{BASE}")).unwrap();
-        let e = match (config.voltage_api(), config.reconcile_settings(), config.resolve()) {
+        let e = match (
+            config.voltage_api(),
+            config.reconcile_settings(),
+            config.resolve(),
+        ) {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => e.to_string(),
             _ => panic!("{toml} should be refused"),
         };
@@ -110,5 +120,10 @@ fn reconciliation_and_retention_mistakes_are_named() {
     }
     let config = Config::from_toml(&format!("[retention]\nevents_days = 7\n{BASE}")).unwrap();
     let (_, warnings) = config.resolve().unwrap();
-    assert!(warnings.iter().any(|w| w.contains("retention.events_days = 7")), "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("retention.events_days = 7")),
+        "{warnings:?}"
+    );
 }

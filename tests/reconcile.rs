@@ -350,3 +350,55 @@ async fn the_reconcile_command_sweeps_once_and_reports(pool: PgPool) {
         "{stderr}"
     );
 }
+
+/// `serve` sweeps by itself every environment that has a key.
+#[sqlx::test]
+async fn serve_sweeps_every_environment_with_a_key(pool: PgPool) {
+    let fake = FakeVoltage::default();
+    let base = fake.start().await;
+    fake.set_payments(vec![receive("completed", 10)]);
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL for the tests");
+    let (server, _) = url.rsplit_once('/').unwrap();
+    let port = common::process::free_port();
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nenabled = false\n\
+             [reconcile]\nbase_url = \"{base}\"\ninterval_secs = 1\n\
+             [environments.production]\norganization_id = \"{ORGANIZATION}\"\n\
+             environment_id = \"{ENVIRONMENT}\"\nvoltage_api_key = {{ env = \"VW_TEST_VOLTAGE_KEY\" }}\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voltage-webhooks"))
+        .env_remove("VOLTAGE_WEBHOOKS_CONFIG")
+        .env("DATABASE_URL", format!("{server}/{database}"))
+        .env("VW_TEST_VOLTAGE_KEY", API_KEY)
+        .env("RUST_LOG", "warn")
+        .arg("--config")
+        .arg(config.path())
+        .args(["serve", "--no-migrate"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut stored = 0;
+    while stored == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM events WHERE source = 'reconciliation'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(stored, 1, "serve's reconciler stored the missed payment");
+}
