@@ -4,15 +4,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::capture::Capture;
 use common::fanout::*;
 use common::voltage_api::*;
 use common::*;
 use sqlx::PgPool;
-use tracing_subscriber::fmt::MakeWriter;
 use voltage_webhooks::handlers::{
     stack_with, EventFilter, HandlerRequest, RegisteredHandler, Route, StackSettings,
 };
@@ -137,35 +136,10 @@ async fn a_payment_the_api_does_not_know_is_refused_and_an_unreachable_api_is_re
     );
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[sqlx::test]
 async fn the_api_key_never_reaches_the_logs(pool: PgPool) {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = capture.install();
 
     let fake = FakeVoltage::default();
     let base = fake.start().await;
@@ -220,7 +194,7 @@ async fn the_api_key_never_reaches_the_logs(pool: PgPool) {
     assert_eq!(targets.len(), 1);
     tracing::debug!(?config, ?targets, "configuration");
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("Voltage API busy"),
         "the capture saw the sweep's retries"

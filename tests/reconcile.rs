@@ -293,29 +293,18 @@ async fn the_reconcile_command_sweeps_once_and_reports(pool: PgPool) {
     let fake = FakeVoltage::default();
     let base = fake.start().await;
     fake.set_payments(vec![receive("completed", 10), receive("expired", 20)]);
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL for the tests");
-    let (server, _) = url.rsplit_once('/').unwrap();
-    let mut config = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut config,
-        format!(
+    let database_url = url_of(&pool).await;
+    let config = config_file(&format!(
             "[reconcile]\nbase_url = \"{base}\"\nbackoff_base_ms = 5\n\
              [environments.production]\norganization_id = \"{ORGANIZATION}\"\n\
              environment_id = \"{ENVIRONMENT}\"\nvoltage_api_key = {{ env = \"VW_TEST_VOLTAGE_KEY\" }}\n\
              [environments.staging]\norganization_id = \"{ORGANIZATION}\"\nenvironment_id = \"{ORGANIZATION}\"\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    ));
     let run = |environment: &'static str| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voltage-webhooks"));
         command
             .env_remove("VOLTAGE_WEBHOOKS_CONFIG")
-            .env("DATABASE_URL", format!("{server}/{database}"))
+            .env("DATABASE_URL", &database_url)
             .env("VW_TEST_VOLTAGE_KEY", API_KEY)
             .env("RUST_LOG", "debug")
             .arg("--config")
@@ -357,28 +346,17 @@ async fn serve_sweeps_every_environment_with_a_key(pool: PgPool) {
     let fake = FakeVoltage::default();
     let base = fake.start().await;
     fake.set_payments(vec![receive("completed", 10)]);
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL for the tests");
-    let (server, _) = url.rsplit_once('/').unwrap();
+    let database_url = url_of(&pool).await;
     let port = common::process::free_port();
-    let mut config = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut config,
-        format!(
+    let config = config_file(&format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nenabled = false\n\
              [reconcile]\nbase_url = \"{base}\"\ninterval_secs = 1\n\
              [environments.production]\norganization_id = \"{ORGANIZATION}\"\n\
              environment_id = \"{ENVIRONMENT}\"\nvoltage_api_key = {{ env = \"VW_TEST_VOLTAGE_KEY\" }}\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    ));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voltage-webhooks"))
         .env_remove("VOLTAGE_WEBHOOKS_CONFIG")
-        .env("DATABASE_URL", format!("{server}/{database}"))
+        .env("DATABASE_URL", &database_url)
         .env("VW_TEST_VOLTAGE_KEY", API_KEY)
         .env("RUST_LOG", "warn")
         .arg("--config")

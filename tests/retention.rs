@@ -294,17 +294,12 @@ async fn purge_command_reports_then_removes(pool: PgPool) {
     let now = Utc::now();
     event(&pool, now, "production", 100, 100).await;
     event(&pool, now, "production", 5, 5).await;
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL for the tests");
-    let (server, _) = base.rsplit_once('/').unwrap();
+    let database_url = common::url_of(&pool).await;
     let purge = |args: &[&str], events_days: Option<&str>| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voltage-webhooks"));
         command
             .env_remove("VOLTAGE_WEBHOOKS_CONFIG")
-            .env("DATABASE_URL", format!("{server}/{database}"))
+            .env("DATABASE_URL", &database_url)
             .arg("purge")
             .args(args);
         if let Some(days) = events_days {

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod api;
+pub mod capture;
 pub mod fanout;
 pub mod process;
 pub mod proxy;
@@ -146,6 +147,24 @@ pub async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
 /// The error code of an error body.
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
+}
+
+/// The URL of the database `pool` is connected to (a `#[sqlx::test]` database), for the binary.
+pub async fn url_of(pool: &PgPool) -> String {
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL for the tests");
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{database}")
+}
+
+/// A temporary configuration file holding `toml`.
+pub fn config_file(toml: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, toml.as_bytes()).unwrap();
+    file
 }
 
 pub async fn count(pool: &PgPool, table: &str) -> i64 {
