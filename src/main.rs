@@ -8,6 +8,11 @@ use voltage_webhooks::app::{self, ServeOptions};
 use voltage_webhooks::config::Config;
 use voltage_webhooks::{telemetry, tools};
 
+/// mimalloc instead of glibc's allocator: a request allocates and frees many small buffers across
+/// threads, where glibc spent about a fifth of the service's CPU (perf, under load).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Receives Voltage Payments webhooks, verifies them, and stores each event exactly once.
 #[derive(Debug, Parser)]
 #[command(name = "voltage-webhooks", version)]

@@ -1,0 +1,3 @@
+-- Floor for PostgreSQL alone: 32 events per transaction with one outbox row each, the shape of the
+-- service's group commit (run benches/pgbench/setup_batch.sql first).
+WITH w AS (INSERT INTO bench_events (id, environment, dedup_key, event_type, event, payment_id, payment_status, payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp) SELECT gen_random_uuid(), 'production', sha256(convert_to(gen_random_uuid()::text, 'UTF8')), 'receive', 'completed', gen_random_uuid()::text, 'completed', now(), (SELECT b FROM bench_body), gen_random_uuid(), 0, 1 FROM generate_series(1, 32) ON CONFLICT DO NOTHING RETURNING id) INSERT INTO bench_deliveries (event_id, handler) SELECT id, 'audit' FROM w;
