@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::capture::Capture;
 use common::*;
 use sqlx::PgPool;
