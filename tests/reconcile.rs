@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::fanout::*;
 use common::voltage_api::*;
 use common::*;
 use serde_json::Value;
@@ -84,6 +85,23 @@ async fn a_missed_webhook_is_recovered_and_the_late_webhook_is_a_duplicate(pool:
 
     // A second sweep finds nothing new.
     assert_eq!(sweep(&reconciler).await.gaps, 0);
+
+    // The handler is told where the event came from.
+    let (ledger, calls) = scripted("ledger", ledger_route(), quick_retries(3), |_, _| Ok(()));
+    dispatch_until(
+        &pool,
+        set_of(vec![ledger]),
+        "SELECT bool_and(status = 'succeeded') FROM deliveries",
+    )
+    .await;
+    let call = calls.0.lock().unwrap()[0].clone();
+    assert_eq!(call.source, "reconciliation");
+    let document: Value = serde_json::from_slice(&call.to_json()).unwrap();
+    assert_eq!(document["source"], "reconciliation");
+    assert_eq!(
+        document["payload"]["detail"]["data"]["id"],
+        payment_of(&body)["id"]
+    );
 
     // The webhook for the same state arrives late: a duplicate of the synthetic event, whose
     // provenance now records the registration that delivered it.
@@ -167,9 +185,15 @@ async fn every_page_is_followed_by_its_cursor(pool: PgPool) {
     let fake = FakeVoltage::default();
     let base = fake.start().await;
     let payments: Vec<Value> = (0..7).map(|i| receive("completed", 10 + i)).collect();
-    fake.set_payments(payments.clone());
+    // An eighth that names another environment (a misconfigured key) is counted, never stored.
+    let mut foreign = receive("completed", 100);
+    foreign["environment_id"] = uuid::Uuid::new_v4().to_string().into();
+    let mut listed = payments.clone();
+    listed.push(foreign);
+    fake.set_payments(listed);
     let report = sweep(&reconciler(&pool, &base, 3, 3)).await;
-    assert_eq!((report.pages, report.payments, report.stored), (3, 7, 7));
+    assert_eq!((report.pages, report.payments, report.stored), (3, 8, 7));
+    assert_eq!(report.foreign, 1);
     let cursors: Vec<String> = fake.requests().into_iter().map(|(what, _)| what).collect();
     assert_eq!(cursors, ["list:", "list:at-3", "list:at-6"]);
     let stored: std::collections::BTreeSet<String> =

@@ -222,6 +222,7 @@ fn request_of(row: Claimed, attempt: u32) -> HandlerRequest {
         event_type: row.event_type,
         event: row.event,
         payment_id: row.payment_id,
+        source: row.source,
         payload: serde_json::from_slice(&row.raw_body).unwrap_or_default(),
         raw_body: row.raw_body.into(),
         received_at: row.received_at,

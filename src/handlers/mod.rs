@@ -41,6 +41,9 @@ pub struct HandlerRequest {
     pub event_type: String,
     pub event: String,
     pub payment_id: Option<String>,
+    /// `webhook`, or `reconciliation` when the event was built from the payments API because the
+    /// webhook never came.
+    pub source: String,
     pub payload: Value,
     /// The exact bytes Voltage signed.
     pub raw_body: Bytes,
@@ -59,6 +62,7 @@ impl HandlerRequest {
             "type": self.event_type,
             "event": self.event,
             "payment_id": self.payment_id,
+            "source": self.source,
             "received_at": self.received_at,
             "payload": self.payload,
         });

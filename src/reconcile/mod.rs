@@ -53,6 +53,8 @@ pub struct SweepReport {
     pub unnamed: u64,
     /// Payments the API returned without an id, status, direction or `updated_at`.
     pub unreadable: u64,
+    /// Payments naming another organization or environment than the key's: never stored.
+    pub foreign: u64,
 }
 
 #[derive(Debug)]
@@ -153,7 +155,12 @@ impl Reconciler {
             .filter(|state| {
                 let old = horizon.is_some_and(|h| state.created_at.is_some_and(|c| c < h));
                 past_horizon |= old;
-                !old && state.belongs_to(target)
+                !old
+            })
+            .filter(|state| {
+                let ours = state.belongs_to(target);
+                report.foreign += u64::from(!ours);
+                ours
             })
             .collect();
         let ids: Vec<String> = states.iter().map(|s| s.id.to_owned()).collect();

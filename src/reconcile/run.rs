@@ -38,7 +38,10 @@ async fn sweep_periodically(reconciler: &Reconciler, target: &Target, stop: &Can
         };
         match outcome {
             Ok(Sweep::Done(report)) => {
-                tracing::info!(environment = %target.environment, ?report, "reconciliation sweep done")
+                if report.foreign > 0 || report.unreadable > 0 {
+                    tracing::warn!(environment = %target.environment, foreign = report.foreign, unreadable = report.unreadable, "the payments API returned payments that were not stored: check the key's environment");
+                }
+                tracing::info!(environment = %target.environment, ?report, "reconciliation sweep done");
             }
             Ok(Sweep::Busy) => {
                 tracing::debug!(environment = %target.environment, "another replica is sweeping this environment")

@@ -26,6 +26,8 @@ pub struct Claimed {
     pub event_type: String,
     pub event: String,
     pub payment_id: Option<String>,
+    /// `webhook`, or `reconciliation` for an event built from the payments API.
+    pub source: String,
     pub raw_body: Vec<u8>,
     pub received_at: DateTime<Utc>,
 }
@@ -74,7 +76,7 @@ impl Store {
                  RETURNING d.id, d.event_id, d.handler, d.attempts \
              ) \
              SELECT c.id AS delivery_id, c.handler, c.attempts, e.id AS event_id, e.environment, \
-                    e.event_type, e.event, e.payment_id, e.raw_body, e.received_at \
+                    e.event_type, e.event, e.payment_id, e.source, e.raw_body, e.received_at \
              FROM claimed c JOIN events e ON e.id = c.event_id",
         )
         .bind(request.handlers)

@@ -137,8 +137,8 @@ pub async fn reconcile(config: &Config, environment: &str, once: bool) -> anyhow
     }
     match reconciler.sweep(&target).await? {
         Sweep::Done(r) => Ok(format!(
-            "environment {environment}: {} pages, {} payments, {} gaps ({} stored, {} already stored by a webhook, {} in-progress states not synthesized), {} unreadable payments",
-            r.pages, r.payments, r.gaps, r.stored, r.duplicates, r.unnamed, r.unreadable
+            "environment {environment}: {} pages, {} payments, {} gaps ({} stored, {} already stored by a webhook, {} in-progress states not synthesized), {} unreadable payments, {} of another environment",
+            r.pages, r.payments, r.gaps, r.stored, r.duplicates, r.unnamed, r.unreadable, r.foreign
         )),
         Sweep::Busy => anyhow::bail!("another replica is sweeping environment {environment}; try again later"),
     }
