@@ -1,17 +1,21 @@
 //! The Voltage payload model: parsing verified bytes, classifying them, checking their scope and
 //! deriving the key that makes a retried delivery the same event.
 //!
-//! Forward compatible by design: unknown types, events and statuses are kept, not refused, and the
-//! payload stays a `serde_json::Value` beside the exact bytes that were signed. Only the few fields
-//! that drive storage and routing are read out of it.
+//! Forward compatible by design: unknown types, events and statuses are kept, not refused; the exact
+//! bytes that were signed are the payload. Only the few fields that drive storage and routing are
+//! read out of them, borrowed, without building a tree of the whole document (which cost about a
+//! fifth of the service's CPU under load).
 
 mod dedup;
 pub mod payment_state;
 
 pub use dedup::DedupKey;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::verify::Environment;
@@ -24,7 +28,6 @@ pub struct Payload {
     /// The body's `detail.event`, e.g. `completed`.
     pub event: String,
     pub payment: Option<PaymentRef>,
-    pub json: Value,
 }
 
 /// What identifies the payment a send/receive event is about, read from `detail.data`.
@@ -61,23 +64,15 @@ impl PayloadError {
 
 impl Payload {
     /// Parses a verified body. It must be a JSON object with a string `type` and a `detail` object
-    /// with a string `event`; everything else is optional and kept as it came.
+    /// with a string `event`; everything else is optional, and fields of unexpected types are
+    /// simply not read (the bytes keep them).
     pub fn parse(raw: &[u8]) -> Result<Self, PayloadError> {
-        let json: Value = serde_json::from_slice(raw)
-            .map_err(|e| PayloadError::Malformed(format!("not JSON ({e})")))?;
-        let event_type = string_at(&json, "/type")
-            .ok_or_else(|| PayloadError::Malformed("no string `type`".into()))?;
-        if !json.get("detail").is_some_and(Value::is_object) {
-            return Err(PayloadError::Malformed("no object `detail`".into()));
-        }
-        let event = string_at(&json, "/detail/event")
-            .ok_or_else(|| PayloadError::Malformed("no string `detail.event`".into()))?;
-        let payment = json.pointer("/detail/data").and_then(PaymentRef::from_data);
+        let envelope: Envelope<'_> = serde_json::from_slice(raw)
+            .map_err(|e| PayloadError::Malformed(format!("not a Voltage event ({e})")))?;
         Ok(Self {
-            event_type,
-            event,
-            payment,
-            json,
+            event_type: envelope.event_type.into_owned(),
+            event: envelope.detail.event.into_owned(),
+            payment: envelope.detail.data.and_then(PaymentRef::from_data),
         })
     }
 
@@ -126,27 +121,69 @@ fn check_id(
     }
 }
 
+/// `{"type": ..., "detail": {"event": ..., "data": ...}}`; other keys are skipped unread.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    detail: Detail<'a>,
+}
+
+#[derive(Deserialize)]
+struct Detail<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    /// A payment object on send/receive, a string on test events: kept raw, read only if an object.
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// The payment fields the service reads; each raw, so a value of an unexpected type is ignored
+/// rather than failing the event.
+#[derive(Deserialize)]
+struct PaymentFields<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    updated_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    organization_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    environment_id: Option<&'a RawValue>,
+}
+
 impl PaymentRef {
-    fn from_data(data: &Value) -> Option<Self> {
-        let id = string_at(data, "/id")?;
-        let updated_at_text = string_at(data, "/updated_at");
+    fn from_data(data: &RawValue) -> Option<Self> {
+        let fields: PaymentFields<'_> = serde_json::from_str(data.get()).ok()?;
+        let id = text(fields.id)?;
+        let updated_at_text = text(fields.updated_at);
         let updated_at = updated_at_text
             .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc));
         Some(Self {
             id,
-            status: string_at(data, "/status"),
+            status: text(fields.status),
             updated_at_text,
             updated_at,
-            organization_id: string_at(data, "/organization_id"),
-            environment_id: string_at(data, "/environment_id"),
+            organization_id: text(fields.organization_id),
+            environment_id: text(fields.environment_id),
         })
     }
 }
 
-fn string_at(value: &Value, pointer: &str) -> Option<String> {
-    value.pointer(pointer)?.as_str().map(str::to_owned)
+/// The value if it is a JSON string (escapes decoded); `None` for anything else.
+fn text(raw: Option<&RawValue>) -> Option<String> {
+    let raw = raw?.get();
+    if !raw.starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<Cow<'_, str>>(raw)
+        .ok()
+        .map(Cow::into_owned)
 }
 
 #[cfg(test)]

@@ -98,13 +98,14 @@ fn the_same_state_reformatted_has_the_same_key_but_another_state_does_not() {
     let key = DedupKey::new("production", &payload, &raw);
 
     // Whitespace and key order do not change the event.
-    let reformatted = serde_json::to_vec_pretty(&payload.json).expect("serializes");
+    let json: serde_json::Value = serde_json::from_slice(&raw).expect("JSON");
+    let reformatted = serde_json::to_vec_pretty(&json).expect("serializes");
     let same = Payload::parse(&reformatted).expect("parses");
     assert_eq!(DedupKey::new("production", &same, &reformatted), key);
 
     // Another environment, or a later updated_at, is another event.
     assert_ne!(DedupKey::new("staging", &payload, &raw), key);
-    let mut later = payload.json.clone();
+    let mut later = json.clone();
     later["detail"]["data"]["updated_at"] = "2025-02-12T21:23:00Z".into();
     let later_raw = serde_json::to_vec(&later).expect("serializes");
     let later = Payload::parse(&later_raw).expect("parses");
@@ -133,4 +134,39 @@ fn bodies_without_payment_identity_are_keyed_by_their_bytes() {
     let key = |raw: &[u8]| DedupKey::new("production", &Payload::parse(raw).expect("parses"), raw);
     assert_eq!(key(a), key(a));
     assert_ne!(key(a), key(b));
+}
+
+#[test]
+fn fields_of_unexpected_types_are_not_read_and_shapes_that_are_not_events_are_refused() {
+    let payload = Payload::parse(
+        br#"{"type":"receive","extra":[1,{"a":null}],"detail":{"event":"completed","data":{"id":"p\u0031","status":5,"updated_at":null,"organization_id":{"x":1}}}}"#,
+    )
+    .expect("parses");
+    let payment = payload.payment.expect("a payment");
+    assert_eq!(payment.id, "p1", "escapes are decoded");
+    assert_eq!(payment.status, None);
+    assert_eq!(payment.updated_at_text, None);
+    assert_eq!(payment.organization_id, None);
+
+    let test = Payload::parse(br#"{"type":"test","detail":{"event":"created","data":"hello"}}"#)
+        .expect("parses");
+    assert_eq!(test.payment, None);
+    let no_id = Payload::parse(br#"{"type":"send","detail":{"event":"failed","data":{"id":7}}}"#)
+        .expect("parses");
+    assert_eq!(no_id.payment, None);
+
+    for malformed in [
+        &br#"[]"#[..],
+        br#"{"detail":{"event":"x"}}"#,
+        br#"{"type":1,"detail":{"event":"x"}}"#,
+        br#"{"type":"send","detail":"x"}"#,
+        br#"{"type":"send","detail":{}}"#,
+        br#"{"type":"send","detail":{"event":"x"}"#,
+    ] {
+        assert!(
+            matches!(Payload::parse(malformed), Err(PayloadError::Malformed(_))),
+            "{}",
+            String::from_utf8_lossy(malformed)
+        );
+    }
 }
