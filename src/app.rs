@@ -217,10 +217,17 @@ pub async fn serve(
     tracing::info!(listen = %app.local_addr()?, admin_listen = ?app.admin_addr(), handlers = ?handlers.names(), "serving");
 
     let stop = CancellationToken::new();
-    let reconciler = reconciler(&config, &pool, handlers.routing())?;
-    let reconciling = reconciler.map(|(reconciler, targets)| {
-        tokio::spawn(crate::reconcile::run(reconciler, targets, stop.clone()))
-    });
+    let targets = config.reconcile_targets()?;
+    let reconciling = if config.reconcile.enabled && !targets.is_empty() {
+        let reconciler = reconciler(&config, &pool, handlers.routing())?;
+        Some(tokio::spawn(crate::reconcile::run(
+            reconciler,
+            targets,
+            stop.clone(),
+        )))
+    } else {
+        None
+    };
     let retention = tokio::spawn(crate::retention::run(
         Store::new(pool.clone()),
         retention,
@@ -255,24 +262,14 @@ pub async fn serve(
     Ok(())
 }
 
-/// The reconciler and the environments it sweeps, when `reconcile.enabled` and some environment
-/// has a `voltage_api_key`.
-pub fn reconciler(
-    config: &Config,
-    pool: &PgPool,
-    routing: Routing,
-) -> anyhow::Result<Option<(Reconciler, Vec<crate::reconcile::Target>)>> {
-    let targets = config.reconcile_targets()?;
-    if !config.reconcile.enabled || targets.is_empty() {
-        return Ok(None);
-    }
-    let reconciler = Reconciler {
+/// The reconciler `[reconcile]` describes, enqueuing new events for `routing`'s handlers.
+pub fn reconciler(config: &Config, pool: &PgPool, routing: Routing) -> anyhow::Result<Reconciler> {
+    Ok(Reconciler {
         store: Store::new(pool.clone()),
         api: config.voltage_api()?,
         routing: Arc::new(routing),
         settings: config.reconcile_settings()?,
-    };
-    Ok(Some((reconciler, targets)))
+    })
 }
 
 /// `voltage-webhooks dispatch`: a dispatcher alone, to scale fan-out apart from ingest.

@@ -104,7 +104,7 @@ pub async fn purge(config: &Config, dry_run: bool) -> anyhow::Result<String> {
 /// every `reconcile.interval_secs` until SIGTERM. New events are routed to the configured
 /// handlers (handlers an embedding program registers in code are not known here).
 pub async fn reconcile(config: &Config, environment: &str, once: bool) -> anyhow::Result<String> {
-    use crate::reconcile::{self, Reconciler, Sweep};
+    use crate::reconcile::{self, Sweep};
     config.resolve()?;
     let target = config
         .reconcile_targets()?
@@ -120,13 +120,10 @@ pub async fn reconcile(config: &Config, environment: &str, once: bool) -> anyhow
     let routes = config
         .handler_specs()?
         .into_iter()
-        .map(|s| (s.name, s.route));
-    let reconciler = Reconciler {
-        store: crate::store::Store::new(crate::app::open_database(config, false).await?),
-        api: config.voltage_api()?,
-        routing: std::sync::Arc::new(crate::handlers::Routing::new(routes.collect())),
-        settings: config.reconcile_settings()?,
-    };
+        .map(|s| (s.name, s.route))
+        .collect();
+    let pool = crate::app::open_database(config, false).await?;
+    let reconciler = crate::app::reconciler(config, &pool, crate::handlers::Routing::new(routes))?;
     if !once {
         let stop = tokio_util::sync::CancellationToken::new();
         let running = tokio::spawn(reconcile::run(reconciler, vec![target], stop.clone()));
