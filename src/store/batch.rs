@@ -41,23 +41,19 @@ pub enum Origin {
 
 impl OwnedEvent {
     pub fn from_new(new: &NewEvent<'_>) -> Self {
-        let payment = new.payload.payment.as_ref();
-        Self {
-            environment: new.environment.to_owned(),
-            dedup_key: new.dedup_key.0,
-            event_type: new.payload.event_type.clone(),
-            event: new.payload.event.clone(),
-            payment_id: payment.map(|p| p.id.clone()),
-            payment_status: payment.and_then(|p| p.status.clone()),
-            payment_updated_at: payment.and_then(|p| p.updated_at),
-            raw_body: Bytes::copy_from_slice(new.raw_body),
-            origin: Origin::Webhook {
-                webhook_id: new.verified.webhook_id,
-                secret_index: secret_index(new.verified),
-                signed_timestamp: new.verified.timestamp,
-            },
-            handlers: new.handlers.to_vec(),
-        }
+        let origin = Origin::Webhook {
+            webhook_id: new.verified.webhook_id,
+            secret_index: secret_index(new.verified),
+            signed_timestamp: new.verified.timestamp,
+        };
+        Self::of(
+            new.environment,
+            new.dedup_key,
+            new.payload,
+            Bytes::copy_from_slice(new.raw_body),
+            origin,
+            new.handlers.to_vec(),
+        )
     }
 
     /// A synthetic event the reconciler built from the payments API: same key, same table, same
@@ -68,17 +64,36 @@ impl OwnedEvent {
         raw_body: Bytes,
         handlers: Vec<String>,
     ) -> Self {
+        let key = DedupKey::new(environment, payload, &raw_body);
+        Self::of(
+            environment,
+            key,
+            payload,
+            raw_body,
+            Origin::Reconciliation,
+            handlers,
+        )
+    }
+
+    fn of(
+        environment: &str,
+        dedup_key: DedupKey,
+        payload: &Payload,
+        raw_body: Bytes,
+        origin: Origin,
+        handlers: Vec<String>,
+    ) -> Self {
         let payment = payload.payment.as_ref();
         Self {
             environment: environment.to_owned(),
-            dedup_key: DedupKey::new(environment, payload, &raw_body).0,
+            dedup_key: dedup_key.0,
             event_type: payload.event_type.clone(),
             event: payload.event.clone(),
             payment_id: payment.map(|p| p.id.clone()),
             payment_status: payment.and_then(|p| p.status.clone()),
             payment_updated_at: payment.and_then(|p| p.updated_at),
             raw_body,
-            origin: Origin::Reconciliation,
+            origin,
             handlers,
         }
     }
