@@ -127,6 +127,11 @@ impl Reconciler {
                 .reconcile_page(target, &page, horizon, &mut report)
                 .await?;
             match page.next_cursor {
+                // A cursor that does not move would page forever: the sweep ends there.
+                Some(next) if cursor.as_ref() == Some(&next) => {
+                    tracing::warn!(environment = %target.environment, "the payments API returned the same cursor twice; the sweep stops here");
+                    break;
+                }
                 Some(next) if !past_horizon => cursor = Some(next),
                 _ => break,
             }
