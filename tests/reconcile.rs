@@ -211,6 +211,18 @@ async fn every_page_is_followed_by_its_cursor(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_cursor_that_does_not_move_ends_the_sweep(pool: PgPool) {
+    let fake = FakeVoltage::default();
+    let base = fake.start().await;
+    fake.set_payments((0..5).map(|i| receive("completed", 10 + i)).collect());
+    fake.0.lock().unwrap().stuck_cursor = true;
+    let report = sweep(&reconciler(&pool, &base, 2, 3)).await;
+    assert_eq!((report.pages, report.stored), (2, 4));
+    let cursors: Vec<String> = fake.requests().into_iter().map(|(what, _)| what).collect();
+    assert_eq!(cursors, ["list:", "list:at-2"]);
+}
+
+#[sqlx::test]
 async fn paging_stops_at_the_lookback_horizon(pool: PgPool) {
     let fake = FakeVoltage::default();
     let base = fake.start().await;

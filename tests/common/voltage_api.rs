@@ -36,6 +36,8 @@ pub struct Inner {
     pub failures: VecDeque<Failure>,
     /// Every request: the cursor it asked for (lists) or the id (single payment), and when.
     pub requests: Vec<(String, Instant)>,
+    /// A broken API: every page after the first returns the cursor it was asked for.
+    pub stuck_cursor: bool,
 }
 
 #[derive(Clone, Default)]
@@ -132,13 +134,17 @@ async fn list(
     } else {
         cursor.trim_start_matches("at-").parse().unwrap()
     };
-    let payments = fake.0.lock().unwrap().payments.clone();
+    let (payments, stuck) = {
+        let inner = fake.0.lock().unwrap();
+        (inner.payments.clone(), inner.stuck_cursor)
+    };
     let end = (offset + limit).min(payments.len());
     let has_more = end < payments.len();
+    let next = if stuck && offset > 0 { offset } else { end };
     Json(json!({
         "items": payments[offset..end],
         "has_more": has_more,
-        "next_cursor": has_more.then(|| format!("at-{end}")),
+        "next_cursor": has_more.then(|| format!("at-{next}")),
     }))
     .into_response()
 }
