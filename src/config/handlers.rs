@@ -169,32 +169,6 @@ impl Config {
         })
     }
 
-    /// Confirmation needs an API key in every environment the handler covers.
-    fn check_confirm(&self, key: &str, h: &HandlerConfig) -> Result<bool, ConfigError> {
-        if !h.confirm {
-            return Ok(false);
-        }
-        let covered: Vec<&String> = match &h.environments {
-            Some(names) => names.iter().collect(),
-            None => self.environments.keys().collect(),
-        };
-        for name in covered {
-            let has_key = self
-                .environments
-                .get(name)
-                .is_some_and(|env| env.voltage_api_key.is_some());
-            if !has_key {
-                return Err(ConfigError::invalid(
-                    format!("{key}.confirm"),
-                    format!(
-                        "environments.{name}.voltage_api_key is required to confirm its events"
-                    ),
-                ));
-            }
-        }
-        Ok(true)
-    }
-
     fn route(&self, key: &str, h: &HandlerConfig) -> Result<Route, ConfigError> {
         if let Some(environments) = &h.environments {
             for env in environments {

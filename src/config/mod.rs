@@ -17,7 +17,6 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use secrecy::SecretString;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use handlers::{DispatchConfig, HandlerConfig, HandlerKind, NatsConfig};
@@ -214,7 +213,8 @@ impl Config {
                         format!("webhook id {} is already registered at {other}", webhook.id),
                     ));
                 }
-                let secrets = resolve_secrets(&key, webhook, &mut owner_of_secret, &mut warnings)?;
+                let secrets =
+                    secrets::resolve_all(&key, webhook, &mut owner_of_secret, &mut warnings)?;
                 registrations.push(Registration {
                     id: webhook.id,
                     environment: name.clone(),
@@ -259,44 +259,4 @@ pub(crate) fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
             format!("{name:?}: names use only a-z, 0-9, '-' and '_' (at most 64)"),
         ))
     }
-}
-
-fn resolve_secrets(
-    key: &str,
-    webhook: &WebhookConfig,
-    owner_of_secret: &mut HashMap<[u8; 32], String>,
-    warnings: &mut Warnings,
-) -> Result<Vec<SecretString>, ConfigError> {
-    if webhook.secrets.is_empty() {
-        return Err(ConfigError::invalid(
-            format!("{key}.secrets"),
-            "at least one secret is required",
-        ));
-    }
-    if webhook.secrets.len() > 2 {
-        warnings.push(format!(
-            "{key}.secrets has {} secrets: retire old ones once a rotation is over",
-            webhook.secrets.len()
-        ));
-    }
-    let mut resolved = Vec::with_capacity(webhook.secrets.len());
-    for (s, reference) in webhook.secrets.iter().enumerate() {
-        let secret_key = format!("{key}.secrets[{s}]");
-        if reference.is_inline() {
-            warnings.push(format!(
-                "{secret_key} is an inline value: use {{ env = ... }} or {{ file = ... }} outside local use"
-            ));
-        }
-        let secret = reference.resolve(&secret_key)?;
-        let fingerprint: [u8; 32] =
-            Sha256::digest(secrecy::ExposeSecret::expose_secret(&secret)).into();
-        if let Some(other) = owner_of_secret.insert(fingerprint, secret_key.clone()) {
-            return Err(ConfigError::invalid(
-                secret_key,
-                format!("the same secret is already configured at {other}"),
-            ));
-        }
-        resolved.push(secret);
-    }
-    Ok(resolved)
 }

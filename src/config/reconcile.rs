@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, HandlerConfig};
 use crate::dispatch::RetryPolicy;
 use crate::reconcile::{ReconcileSettings, Target, VoltageApi};
 
@@ -71,6 +71,32 @@ impl Config {
             retry,
         )
         .map_err(|e| ConfigError::invalid("reconcile.base_url", e.to_string()))
+    }
+
+    /// Confirmation needs an API key in every environment the handler covers.
+    pub(super) fn check_confirm(&self, key: &str, h: &HandlerConfig) -> Result<bool, ConfigError> {
+        if !h.confirm {
+            return Ok(false);
+        }
+        let covered: Vec<&String> = match &h.environments {
+            Some(names) => names.iter().collect(),
+            None => self.environments.keys().collect(),
+        };
+        for name in covered {
+            let has_key = self
+                .environments
+                .get(name)
+                .is_some_and(|env| env.voltage_api_key.is_some());
+            if !has_key {
+                return Err(ConfigError::invalid(
+                    format!("{key}.confirm"),
+                    format!(
+                        "environments.{name}.voltage_api_key is required to confirm its events"
+                    ),
+                ));
+            }
+        }
+        Ok(true)
     }
 
     /// Every environment with a `voltage_api_key`, its key resolved.

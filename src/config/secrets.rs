@@ -1,12 +1,15 @@
 //! Where a secret comes from: an environment variable, a file (e.g. a mounted Kubernetes Secret), or
 //! an inline value for local use.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::ConfigError;
+use sha2::{Digest, Sha256};
+
+use super::{ConfigError, Warnings, WebhookConfig};
 
 /// `{ env = "NAME" }`, `{ file = "/path" }` or `{ value = "..." }`: exactly one of them.
 #[derive(Debug, Deserialize)]
@@ -52,4 +55,46 @@ impl SecretRef {
         }
         Ok(SecretString::from(trimmed.to_owned()))
     }
+}
+
+/// Resolves a registration's secrets: at least one, warned about past two or when inline, and
+/// refused when the same secret is configured anywhere else (compared by SHA-256 fingerprint).
+pub(super) fn resolve_all(
+    key: &str,
+    webhook: &WebhookConfig,
+    owner_of_secret: &mut HashMap<[u8; 32], String>,
+    warnings: &mut Warnings,
+) -> Result<Vec<SecretString>, ConfigError> {
+    if webhook.secrets.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{key}.secrets"),
+            "at least one secret is required",
+        ));
+    }
+    if webhook.secrets.len() > 2 {
+        warnings.push(format!(
+            "{key}.secrets has {} secrets: retire old ones once a rotation is over",
+            webhook.secrets.len()
+        ));
+    }
+    let mut resolved = Vec::with_capacity(webhook.secrets.len());
+    for (s, reference) in webhook.secrets.iter().enumerate() {
+        let secret_key = format!("{key}.secrets[{s}]");
+        if reference.is_inline() {
+            warnings.push(format!(
+                "{secret_key} is an inline value: use {{ env = ... }} or {{ file = ... }} outside local use"
+            ));
+        }
+        let secret = reference.resolve(&secret_key)?;
+        let fingerprint: [u8; 32] =
+            Sha256::digest(secrecy::ExposeSecret::expose_secret(&secret)).into();
+        if let Some(other) = owner_of_secret.insert(fingerprint, secret_key.clone()) {
+            return Err(ConfigError::invalid(
+                secret_key,
+                format!("the same secret is already configured at {other}"),
+            ));
+        }
+        resolved.push(secret);
+    }
+    Ok(resolved)
 }

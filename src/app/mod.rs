@@ -21,6 +21,11 @@ use crate::reconcile::Reconciler;
 use crate::store::{self, GroupCommit, GroupCommitSettings, Store};
 use crate::verify::Registry;
 
+mod signals;
+
+use signals::reload_on_sighup;
+pub use signals::shutdown_signal;
+
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
@@ -166,36 +171,6 @@ pub struct ServeOptions {
     pub config_path: Option<std::path::PathBuf>,
 }
 
-/// Reloads the configuration on every SIGHUP and swaps in its registrations and secrets, so a
-/// rotation needs no restart. A configuration that fails to load is logged and changes nothing.
-fn reload_on_sighup(path: Option<std::path::PathBuf>, registry: Arc<arc_swap::ArcSwap<Registry>>) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        let Ok(mut hangups) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP; secrets reload only on restart");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            match Config::load(path.as_deref()).and_then(|config| config.resolve()) {
-                Ok((fresh, warnings)) => {
-                    for warning in &warnings {
-                        tracing::warn!("{warning}");
-                    }
-                    registry.store(Arc::new(fresh));
-                    tracing::info!("SIGHUP: registrations and secrets reloaded");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "SIGHUP: reload failed; keeping the current secrets")
-                }
-            }
-        }
-    });
-    #[cfg(not(unix))]
-    let _ = (path, registry);
-}
-
 /// `voltage-webhooks serve`: ingest, and a dispatcher unless `dispatch.enabled = false`.
 pub async fn serve(
     config: Config,
@@ -304,27 +279,4 @@ pub async fn open_database(config: &Config, migrate: bool) -> anyhow::Result<PgP
         store::migrate(&pool).await.context("applying migrations")?;
     }
     Ok(pool)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown signal received");
 }

@@ -1,0 +1,62 @@
+//! Signals: SIGHUP reloads registrations and secrets; SIGINT and SIGTERM start a shutdown.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::verify::Registry;
+
+/// Reloads the configuration on every SIGHUP and swaps in its registrations and secrets, so a
+/// rotation needs no restart. A configuration that fails to load is logged and changes nothing.
+pub(super) fn reload_on_sighup(
+    path: Option<std::path::PathBuf>,
+    registry: Arc<arc_swap::ArcSwap<Registry>>,
+) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; secrets reload only on restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match Config::load(path.as_deref()).and_then(|config| config.resolve()) {
+                Ok((fresh, warnings)) => {
+                    for warning in &warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    registry.store(Arc::new(fresh));
+                    tracing::info!("SIGHUP: registrations and secrets reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "SIGHUP: reload failed; keeping the current secrets")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (path, registry);
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}
