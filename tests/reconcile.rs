@@ -416,3 +416,67 @@ async fn serve_sweeps_every_environment_with_a_key(pool: PgPool) {
     let _ = child.wait();
     assert_eq!(stored, 1, "serve's reconciler stored the missed payment");
 }
+
+/// A rotated Voltage API key is picked up on SIGHUP, like the webhook secrets, without a restart.
+#[sqlx::test]
+async fn sighup_replaces_the_api_key_without_a_restart(pool: PgPool) {
+    let fake = FakeVoltage::default();
+    let base = fake.start().await;
+    fake.set_payments(vec![receive("completed", 10)]);
+    let database_url = url_of(&pool).await;
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), "vltg_api_revoked_key\n").unwrap();
+    let port = common::process::free_port();
+    let config = config_file(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nenabled = false\n\
+         [reconcile]\nbase_url = \"{base}\"\ninterval_secs = 1\n\
+         [environments.production]\norganization_id = \"{ORGANIZATION}\"\n\
+         environment_id = \"{ENVIRONMENT}\"\nvoltage_api_key = {{ file = \"{}\" }}\n",
+        key_file.path().display()
+    ));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voltage-webhooks"))
+        .env_remove("VOLTAGE_WEBHOOKS_CONFIG")
+        .env("DATABASE_URL", &database_url)
+        .env("RUST_LOG", "warn")
+        .arg("--config")
+        .arg(config.path())
+        .args(["serve", "--no-migrate"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let reconciled = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE source = 'reconciliation'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    // The old key is refused, sweep after sweep.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fake.requests().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        fake.requests().len() >= 2,
+        "the service swept with the old key"
+    );
+    assert_eq!(reconciled().await, 0);
+
+    std::fs::write(key_file.path(), format!("{API_KEY}\n")).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut stored = 0;
+    while stored == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = reconciled().await;
+    }
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(still_running, "the same process, not a restart");
+    assert_eq!(stored, 1, "the new key was used after SIGHUP");
+}

@@ -147,12 +147,18 @@ pub async fn handler_set(
     config: &Config,
     custom: Vec<RegisteredHandler>,
 ) -> anyhow::Result<HandlerSet> {
+    handler_set_with_keys(config, custom, config.reconcile_targets()?).await
+}
+
+/// [`handler_set`], confirming with `targets`' API keys (shared with the reconciler and SIGHUP).
+async fn handler_set_with_keys(
+    config: &Config,
+    custom: Vec<RegisteredHandler>,
+    targets: Vec<crate::reconcile::Target>,
+) -> anyhow::Result<HandlerSet> {
     let specs = config.handler_specs()?;
     let confirm = if specs.iter().any(|spec| spec.confirm) {
-        Some(ConfirmLayer::new(
-            config.voltage_api()?,
-            config.reconcile_targets()?,
-        ))
+        Some(ConfirmLayer::new(config.voltage_api()?, targets))
     } else {
         None
     };
@@ -184,15 +190,20 @@ pub async fn serve(
     let dispatch = config.dispatch_settings()?;
     let (retention, _) = config.retention_policy()?;
     let pool = open_database(&config, options.migrate).await?;
-    let handlers = Arc::new(handler_set(&config, custom).await?);
+    // One set of API-key cells for the reconciler and confirmation, replaced in place on SIGHUP.
+    let targets = config.reconcile_targets()?;
+    let handlers = Arc::new(handler_set_with_keys(&config, custom, targets.clone()).await?);
     let state = app_state(&config, registry, handlers.routing(), pool.clone());
     let draining = state.draining.clone();
-    reload_on_sighup(options.config_path.clone(), state.registry.clone());
+    reload_on_sighup(
+        options.config_path.clone(),
+        state.registry.clone(),
+        targets.clone(),
+    );
     let app = Application::build(&config, state).await?;
     tracing::info!(listen = %app.local_addr()?, admin_listen = ?app.admin_addr(), handlers = ?handlers.names(), "serving");
 
     let stop = CancellationToken::new();
-    let targets = config.reconcile_targets()?;
     let reconciling = if config.reconcile.enabled && !targets.is_empty() {
         let reconciler = reconciler(&config, &pool, handlers.routing())?;
         Some(tokio::spawn(crate::reconcile::run(

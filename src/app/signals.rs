@@ -3,13 +3,16 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::reconcile::Target;
 use crate::verify::Registry;
 
-/// Reloads the configuration on every SIGHUP and swaps in its registrations and secrets, so a
-/// rotation needs no restart. A configuration that fails to load is logged and changes nothing.
+/// Reloads the configuration on every SIGHUP and swaps in its registrations and secrets, and the
+/// Voltage API keys of `targets`, so a rotation needs no restart. A configuration that fails to
+/// load is logged and changes nothing. (An environment given a key only now needs a restart.)
 pub(super) fn reload_on_sighup(
     path: Option<std::path::PathBuf>,
     registry: Arc<arc_swap::ArcSwap<Registry>>,
+    targets: Vec<Target>,
 ) {
     #[cfg(unix)]
     tokio::spawn(async move {
@@ -20,13 +23,25 @@ pub(super) fn reload_on_sighup(
             return;
         };
         while hangups.recv().await.is_some() {
-            match Config::load(path.as_deref()).and_then(|config| config.resolve()) {
-                Ok((fresh, warnings)) => {
+            let reloaded = Config::load(path.as_deref()).and_then(|config| {
+                let (fresh, warnings) = config.resolve()?;
+                Ok((fresh, warnings, config.reconcile_targets()?))
+            });
+            match reloaded {
+                Ok((fresh, warnings, keys)) => {
                     for warning in &warnings {
                         tracing::warn!("{warning}");
                     }
                     registry.store(Arc::new(fresh));
-                    tracing::info!("SIGHUP: registrations and secrets reloaded");
+                    for target in &targets {
+                        match keys.iter().find(|k| k.environment == target.environment) {
+                            Some(new) => target.api_key.replace((*new.api_key.current()).clone()),
+                            None => {
+                                tracing::warn!(environment = %target.environment, "SIGHUP: voltage_api_key removed; the current key stays until a restart")
+                            }
+                        }
+                    }
+                    tracing::info!("SIGHUP: registrations, secrets and API keys reloaded");
                 }
                 Err(e) => {
                     tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "SIGHUP: reload failed; keeping the current secrets")
@@ -35,7 +50,7 @@ pub(super) fn reload_on_sighup(
         }
     });
     #[cfg(not(unix))]
-    let _ = (path, registry);
+    let _ = (path, registry, targets);
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{Config, ConfigError, HandlerConfig};
 use crate::dispatch::RetryPolicy;
-use crate::reconcile::{ReconcileSettings, Target, VoltageApi};
+use crate::reconcile::{ApiKey, ReconcileSettings, Target, VoltageApi};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,7 +109,7 @@ impl Config {
                     environment: name.clone(),
                     organization_id: env.organization_id,
                     environment_id: env.environment_id,
-                    api_key,
+                    api_key: ApiKey::new(api_key),
                 });
             }
         }

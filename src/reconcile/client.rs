@@ -3,7 +3,10 @@
 //! retried with full-jitter backoff; other answers are final. The API key goes out in `x-api-key`,
 //! marked sensitive, and never into a URL, a log line or an error.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use reqwest::header::{HeaderValue, ACCEPT};
 use reqwest::StatusCode;
@@ -21,7 +24,32 @@ pub struct Target {
     pub organization_id: Uuid,
     pub environment_id: Uuid,
     /// A read key of this environment only: the reconciler needs nothing more.
-    pub api_key: SecretString,
+    pub api_key: ApiKey,
+}
+
+/// An API key that a SIGHUP can replace: every clone sees the current value.
+#[derive(Clone)]
+pub struct ApiKey(Arc<ArcSwap<SecretString>>);
+
+impl ApiKey {
+    pub fn new(key: SecretString) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(key)))
+    }
+
+    pub fn current(&self) -> Arc<SecretString> {
+        self.0.load_full()
+    }
+
+    /// Every clone sends `key` from now on.
+    pub fn replace(&self, key: SecretString) {
+        self.0.store(Arc::new(key));
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey([REDACTED])")
+    }
 }
 
 /// One page of the payments list.
@@ -117,12 +145,13 @@ impl VoltageApi {
         url: &str,
         query: &[(&str, &str)],
     ) -> Result<Option<Vec<u8>>, ApiError> {
-        let mut key = HeaderValue::from_str(target.api_key.expose_secret()).map_err(|_| {
-            ApiError::Refused {
-                environment: target.environment.clone(),
-                status: StatusCode::UNAUTHORIZED,
-            }
-        })?;
+        let mut key =
+            HeaderValue::from_str(target.api_key.current().expose_secret()).map_err(|_| {
+                ApiError::Refused {
+                    environment: target.environment.clone(),
+                    status: StatusCode::UNAUTHORIZED,
+                }
+            })?;
         key.set_sensitive(true);
         let mut attempt = 0;
         loop {

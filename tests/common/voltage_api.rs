@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use uuid::Uuid;
 use voltage_webhooks::dispatch::RetryPolicy;
-use voltage_webhooks::reconcile::{Target, VoltageApi};
+use voltage_webhooks::reconcile::{ApiKey, Target, VoltageApi};
 
 pub const API_KEY: &str = "vltg_api_TESTONLYreadKeyProduction0000";
 /// The production environment of `common::config_toml`.
@@ -170,7 +170,7 @@ pub fn target(key: &str) -> Target {
         environment: "production".into(),
         organization_id: ORGANIZATION.parse::<Uuid>().unwrap(),
         environment_id: ENVIRONMENT.parse::<Uuid>().unwrap(),
-        api_key: SecretString::from(key.to_owned()),
+        api_key: ApiKey::new(SecretString::from(key.to_owned())),
     }
 }
 
