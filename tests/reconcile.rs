@@ -188,12 +188,15 @@ async fn every_page_is_followed_by_its_cursor(pool: PgPool) {
     // An eighth that names another environment (a misconfigured key) is counted, never stored.
     let mut foreign = receive("completed", 100);
     foreign["environment_id"] = uuid::Uuid::new_v4().to_string().into();
+    // A ninth names no environment: a webhook body like it would be refused (422), so it is too.
+    let mut unscoped = receive("completed", 110);
+    unscoped.as_object_mut().unwrap().remove("environment_id");
     let mut listed = payments.clone();
-    listed.push(foreign);
+    listed.extend([foreign, unscoped]);
     fake.set_payments(listed);
     let report = sweep(&reconciler(&pool, &base, 3, 3)).await;
-    assert_eq!((report.pages, report.payments, report.stored), (3, 8, 7));
-    assert_eq!(report.foreign, 1);
+    assert_eq!((report.pages, report.payments, report.stored), (3, 9, 7));
+    assert_eq!(report.foreign, 2);
     let cursors: Vec<String> = fake.requests().into_iter().map(|(what, _)| what).collect();
     assert_eq!(cursors, ["list:", "list:at-3", "list:at-6"]);
     let stored: std::collections::BTreeSet<String> =

@@ -90,19 +90,34 @@ impl Payload {
     /// A payment event must name this environment's organization and environment. Send and receive
     /// events must carry both ids; other types are checked on whatever ids they do carry.
     pub fn check_scope(&self, env: &Environment) -> Result<(), PayloadError> {
-        let must_carry = matches!(self.event_type.as_str(), "send" | "receive");
         let (org, env_id) = match &self.payment {
             Some(p) => (p.organization_id.as_deref(), p.environment_id.as_deref()),
             None => (None, None),
         };
-        check_id("organization_id", org, env.organization_id, must_carry)?;
-        check_id("environment_id", env_id, env.environment_id, must_carry)
+        check_scope_ids(
+            &self.event_type,
+            (org, env_id),
+            (env.organization_id, env.environment_id),
+        )
     }
 
     /// The name handlers route on: `receive.completed`.
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", self.event_type, self.event)
     }
+}
+
+/// The scope rule, for a payload or a payment the API returned: `found` (organization id,
+/// environment id) must be `expected`; send and receive must carry both, other types are checked
+/// on whatever ids they carry.
+pub(crate) fn check_scope_ids(
+    event_type: &str,
+    found: (Option<&str>, Option<&str>),
+    expected: (Uuid, Uuid),
+) -> Result<(), PayloadError> {
+    let must_carry = matches!(event_type, "send" | "receive");
+    check_id("organization_id", found.0, expected.0, must_carry)?;
+    check_id("environment_id", found.1, expected.1, must_carry)
 }
 
 fn check_id(

@@ -252,16 +252,16 @@ impl<'a> ApiState<'a> {
         })
     }
 
-    /// The key is scoped to one environment, but a payment naming another is never stored here.
+    /// The key is scoped to one environment, but a payment naming another (or, as a webhook body
+    /// of it would be refused at ingest, naming none) is never stored here: ingest's scope rule.
     fn belongs_to(&self, target: &Target) -> bool {
-        let matches = |key: &str, expected: uuid::Uuid| {
-            self.payment
-                .get(key)
-                .and_then(Value::as_str)
-                .is_none_or(|v| v.parse::<uuid::Uuid>().ok() == Some(expected))
-        };
-        matches("organization_id", target.organization_id)
-            && matches("environment_id", target.environment_id)
+        let id = |key: &str| self.payment.get(key).and_then(Value::as_str);
+        crate::event::check_scope_ids(
+            self.direction,
+            (id("organization_id"), id("environment_id")),
+            (target.organization_id, target.environment_id),
+        )
+        .is_ok()
     }
 
     fn is_newer_than(&self, seen: Option<&KnownState>) -> bool {
