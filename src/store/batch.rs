@@ -137,12 +137,23 @@ impl Store {
             owners[slot].push(position);
             columns.arrivals[slot] += i32::from(owners[slot].len() > 1);
         }
-        let mut tx = self.pool.begin().await?;
-        let ids = insert_distinct(&mut tx, &columns).await?;
-        let mut outcomes = vec![Stored::Duplicate(Uuid::nil()); events.len()];
+        // Outbox rows are proposed for every distinct event under the id it would get; the
+        // statement keeps only those whose event it inserted (a conflict returns the existing id).
         let (mut outbox_events, mut outbox_handlers) = (Vec::new(), Vec::new());
+        for (slot, owners) in owners.iter().enumerate() {
+            for handler in &events[owners[0]].handlers {
+                outbox_events.push(columns.id[slot]);
+                outbox_handlers.push(handler.as_str());
+            }
+        }
+        // One statement, so one round trip that commits (no BEGIN/COMMIT of its own): a round trip
+        // fewer is a wake-up fewer of this task and of a PostgreSQL backend under load.
+        let ids = insert_distinct(&self.pool, &columns, &outbox_events, &outbox_handlers).await?;
+        let mut outcomes = vec![Stored::Duplicate(Uuid::nil()); events.len()];
+        let mut routed = false;
         for (slot, id) in ids.iter().enumerate() {
             let new = *id == columns.id[slot];
+            routed |= new && !events[owners[slot][0]].handlers.is_empty();
             for (nth, &position) in owners[slot].iter().enumerate() {
                 outcomes[position] = if new && nth == 0 {
                     Stored::New(*id)
@@ -150,22 +161,8 @@ impl Store {
                     Stored::Duplicate(*id)
                 };
             }
-            if new {
-                for handler in &events[owners[slot][0]].handlers {
-                    outbox_events.push(*id);
-                    outbox_handlers.push(handler.clone());
-                }
-            }
         }
-        if !outbox_events.is_empty() {
-            sqlx::query("INSERT INTO deliveries (event_id, handler) SELECT * FROM unnest($1::uuid[], $2::text[])")
-                .bind(&outbox_events)
-                .bind(&outbox_handlers)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        if !outbox_events.is_empty() {
+        if routed {
             self.waker.wake(&self.pool);
         }
         Ok(outcomes)
@@ -204,11 +201,14 @@ fn push(c: &mut Columns, e: &OwnedEvent) {
 }
 
 /// One row per distinct event, inserted in key order so that concurrent batches sharing keys take
-/// their row locks in the same order (no deadlock); returns, in input order, the id each one has in the table (the
-/// proposed id if it was inserted, the existing one if it was already there).
+/// their row locks in the same order (no deadlock), and the outbox rows of the events it inserted,
+/// in one statement and so one transaction. Returns, in input order, the id each event has in the
+/// table (the proposed id if it was inserted, the existing one if it was already there).
 async fn insert_distinct(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    pool: &sqlx::PgPool,
     c: &Columns,
+    outbox_events: &[Uuid],
+    outbox_handlers: &[&str],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let rows: Vec<(i64, Uuid)> = sqlx::query_as(
         "WITH input AS ( \
@@ -232,6 +232,10 @@ async fn insert_distinct(
                      secret_index = coalesce(events.secret_index, EXCLUDED.secret_index), \
                      signed_timestamp = coalesce(events.signed_timestamp, EXCLUDED.signed_timestamp) \
              RETURNING id, environment, dedup_key \
+         ), routed AS ( \
+             INSERT INTO deliveries (event_id, handler) \
+             SELECT o.event_id, o.handler FROM unnest($15::uuid[], $16::text[]) AS o(event_id, handler) \
+             JOIN written ON written.id = o.event_id \
          ) \
          SELECT input.position, written.id FROM input \
          JOIN written ON written.environment = input.environment AND written.dedup_key = input.dedup_key",
@@ -250,7 +254,9 @@ async fn insert_distinct(
     .bind(&c.signed_timestamp)
     .bind(&c.arrivals)
     .bind(&c.source)
-    .fetch_all(&mut **tx)
+    .bind(outbox_events)
+    .bind(outbox_handlers)
+    .fetch_all(pool)
     .await?;
     let mut ids = vec![Uuid::nil(); c.id.len()];
     for (position, id) in rows {
