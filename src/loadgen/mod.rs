@@ -7,6 +7,7 @@
 //! Loopback only in practice: it sends to the URL it is given, bounded in count and time.
 
 mod body;
+mod client;
 mod report;
 
 use std::collections::HashSet;
@@ -24,6 +25,7 @@ pub use body::receive_completed;
 pub use report::Report;
 
 use crate::verify::sign;
+use client::{Connection, Signed, Target};
 
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -53,16 +55,15 @@ pub struct Outcome {
 
 struct Worker {
     spec: Arc<LoadSpec>,
-    client: reqwest::Client,
+    target: Target,
+    origin: Instant,
     deadline: Instant,
     tokens: Option<Arc<Mutex<mpsc::Receiver<()>>>>,
 }
 
 /// Runs the load and gathers what every worker saw.
 pub async fn run(spec: LoadSpec) -> anyhow::Result<Outcome> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(spec.concurrency)
-        .build()?;
+    let target = Target::new(&spec.base_url, &spec.environment)?;
     let started = Instant::now();
     let deadline = started + spec.duration;
     let tokens = spec.rate.map(|rate| pace(rate, deadline, spec.concurrency));
@@ -71,7 +72,8 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Outcome> {
         .map(|_| {
             let worker = Worker {
                 spec: spec.clone(),
-                client: client.clone(),
+                target: target.clone(),
+                origin: started,
                 deadline,
                 tokens: tokens.clone(),
             };
@@ -82,6 +84,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Outcome> {
     for worker in workers {
         let part = worker.await?;
         outcome.report.latencies.extend(part.report.latencies);
+        outcome.report.started.extend(part.report.started);
         for (status, n) in part.report.statuses {
             *outcome.report.statuses.entry(status).or_default() += n;
         }
@@ -111,11 +114,9 @@ impl Worker {
     async fn run(self) -> Outcome {
         let mut outcome = Outcome::default();
         let mut sent: Vec<Bytes> = Vec::new();
-        let url = format!(
-            "{}/webhooks/{}",
-            self.spec.base_url.trim_end_matches('/'),
-            self.spec.environment
-        );
+        let mut connection = Connection::new(self.target.clone());
+        let webhook_id = http::HeaderValue::from_str(&self.spec.webhook_id.to_string())
+            .expect("a UUID is a valid header value");
         while Instant::now() < self.deadline {
             if let Some(tokens) = &self.tokens {
                 if tokens.lock().await.recv().await.is_none() {
@@ -124,8 +125,9 @@ impl Worker {
             }
             let body = self.next_body(&mut sent, &mut outcome);
             let started = Instant::now();
-            let (status, event_id) = self.send(&url, body).await;
+            let (status, event_id) = self.send(&mut connection, &webhook_id, body).await;
             outcome.report.latencies.push(started.elapsed());
+            outcome.report.started.push(started - self.origin);
             *outcome.report.statuses.entry(status).or_default() += 1;
             outcome.acknowledged.extend(event_id);
         }
@@ -149,37 +151,33 @@ impl Worker {
         body
     }
 
-    async fn send(&self, url: &str, body: Bytes) -> (u16, Option<Uuid>) {
+    async fn send(
+        &self,
+        connection: &mut Connection,
+        webhook_id: &http::HeaderValue,
+        body: Bytes,
+    ) -> (u16, Option<Uuid>) {
         let timestamp = chrono::Utc::now().timestamp().to_string();
-        let signature = sign(self.spec.secret.expose_secret(), &body, &timestamp);
-        let response = self
-            .client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("user-agent", "Voltage-Webhook-Client/1.0")
-            .header("x-voltage-webhook-id", self.spec.webhook_id.to_string())
-            .header("x-voltage-timestamp", timestamp)
-            .header("x-voltage-signature", signature)
-            .header("x-voltage-event", "completed")
-            .body(body)
-            .send()
-            .await;
-        let Ok(response) = response else {
+        let signed = Signed {
+            signature: sign(self.spec.secret.expose_secret(), &body, &timestamp),
+            webhook_id: webhook_id.clone(),
+            timestamp,
+        };
+        let Some((status, answer)) = connection.post(body, &signed).await else {
             return (0, None);
         };
-        let status = response.status().as_u16();
-        let event_id = if status == 200 {
-            response
-                .bytes()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["event_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()))
-        } else {
-            None
-        };
+        let event_id = (status == 200)
+            .then(|| serde_json::from_slice::<Answer>(&answer).ok())
+            .flatten()
+            .map(|a| a.event_id);
         (status, event_id)
     }
+}
+
+/// The part of the service's 200 the generator reads.
+#[derive(serde::Deserialize)]
+struct Answer {
+    event_id: Uuid,
 }
 
 /// What the database holds for a run, against what was acknowledged.

@@ -7,6 +7,8 @@ use std::time::Duration;
 pub struct Report {
     pub elapsed: Duration,
     pub latencies: Vec<Duration>,
+    /// When each request started, from the start of the run (same order as `latencies`).
+    pub started: Vec<Duration>,
     /// Responses by status code; 0 counts transport errors (no response).
     pub statuses: BTreeMap<u16, u64>,
 }
@@ -25,6 +27,35 @@ impl Report {
             .get(index.saturating_sub(1).min(sorted.len().saturating_sub(1)))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// One line per `window` of the run: requests started in it, their p50, p99 and max latency.
+    /// Shows whether a tail is spread over the run or comes from a few stalls.
+    pub fn timeline(&self, window: Duration) -> Vec<String> {
+        let width = window.as_secs_f64().max(1e-6);
+        let mut windows: BTreeMap<u64, Vec<Duration>> = BTreeMap::new();
+        for (started, latency) in self.started.iter().zip(&self.latencies) {
+            let index = (started.as_secs_f64() / width) as u64;
+            windows.entry(index).or_default().push(*latency);
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        windows
+            .into_iter()
+            .map(|(index, latencies)| {
+                let part = Report {
+                    latencies,
+                    ..Report::default()
+                };
+                format!(
+                    "t={:>8.1} ms  requests {:>6}  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+                    index as f64 * width * 1e3,
+                    part.requests(),
+                    ms(part.quantile(0.50)),
+                    ms(part.quantile(0.99)),
+                    ms(part.quantile(1.0)),
+                )
+            })
+            .collect()
     }
 
     pub fn summary(&self) -> String {

@@ -31,6 +31,9 @@ pub struct LoadArgs {
     /// Afterwards, check that the database holds exactly the acknowledged events.
     #[arg(long)]
     pub check_database: bool,
+    /// Also print latency per window of this length (e.g. `500ms`), to tell stalls from a spread tail.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeline: Option<Duration>,
 }
 
 pub async fn run(config: &Config, args: LoadArgs) -> anyhow::Result<String> {
@@ -64,6 +67,9 @@ pub async fn run(config: &Config, args: LoadArgs) -> anyhow::Result<String> {
     };
     let outcome = loadgen::run(spec).await?;
     let mut lines = vec![outcome.report.summary()];
+    if let Some(window) = args.timeline {
+        lines.extend(outcome.report.timeline(window));
+    }
     if args.check_database {
         let pool = crate::app::open_database(config, false).await?;
         lines.push(loadgen::check_database(&pool, &args.environment, &outcome).await?);
