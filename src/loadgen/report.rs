@@ -87,3 +87,37 @@ impl Report {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeline_puts_each_request_in_the_window_it_started_in() {
+        let ms = Duration::from_millis;
+        let report = Report {
+            started: vec![ms(100), ms(1500), ms(200), ms(2999)],
+            latencies: vec![ms(1), ms(10), ms(3), ms(7)],
+            ..Report::default()
+        };
+        let lines = report.timeline(Duration::from_secs(1));
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("t=     0.0 ms  requests      2"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].ends_with("max    3.00 ms"), "{}", lines[0]);
+        assert!(
+            lines[1].starts_with("t=  1000.0 ms  requests      1"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("p99   10.00 ms"), "{}", lines[1]);
+        assert!(
+            lines[2].starts_with("t=  2000.0 ms  requests      1"),
+            "{}",
+            lines[2]
+        );
+    }
+}
