@@ -187,6 +187,15 @@ async fn the_metrics_reflect_a_known_sequence_of_requests(pool: PgPool) {
         ),
         4.0
     );
+    // Histograms with buckets (they add up across replicas), not per-process summaries.
+    assert_eq!(
+        value(
+            &samples,
+            "voltage_webhook_write_seconds_bucket",
+            &[("environment", "production"), ("le", "+Inf")]
+        ),
+        4.0
+    );
 
     assert_eq!(
         value(&samples, "voltage_outbox_pending", &[]),

@@ -40,12 +40,28 @@ pub const RETENTION_LAST_PASS: &str = "voltage_retention_last_pass_timestamp_sec
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Bucket bounds (seconds) of every histogram: all of them are durations, from a signature check
+/// (microseconds) to a reconciliation sweep (minutes). Histograms rather than the exporter's default
+/// summaries: buckets add up across replicas (a p99 of the fleet), quantiles of each process do
+/// not; and recording into buckets is cheap, while the summaries' sketches took the upkeep ~0.1 s of
+/// a runtime thread every 5 s at 12k requests/s, the tail of the ingest latency.
+const BUCKETS: [f64; 18] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0, 30.0, 120.0, 600.0,
+];
+
+/// How often recorded samples are folded into the buckets (off the async runtime's threads).
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Installs the process-wide recorder once and returns its handle (later calls return the same).
 /// Must run inside the runtime: it starts the task that keeps histograms bounded.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .expect("the bucket list is not empty")
+                .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!(
@@ -55,8 +71,10 @@ pub fn install() -> PrometheusHandle {
             let upkeep = handle.clone();
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    upkeep.run_upkeep();
+                    tokio::time::sleep(UPKEEP_EVERY).await;
+                    let upkeep = upkeep.clone();
+                    // A blocking thread: the drain must never hold up a request's task.
+                    let _ = tokio::task::spawn_blocking(move || upkeep.run_upkeep()).await;
                 }
             });
             handle
