@@ -39,14 +39,12 @@ impl Application {
     /// Binds `server.listen` and builds the router over `state`.
     pub async fn build(config: &Config, state: AppState) -> anyhow::Result<Self> {
         let listen = config.server.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding server.listen = {listen}"))?;
+        let listener =
+            http::bind(listen).with_context(|| format!("binding server.listen = {listen}"))?;
         let (router, admin) = match config.server.admin_listen {
             None => (http::router(state), None),
             Some(admin_listen) => {
-                let admin = TcpListener::bind(admin_listen)
-                    .await
+                let admin = http::bind(admin_listen)
                     .with_context(|| format!("binding server.admin_listen = {admin_listen}"))?;
                 (
                     http::router_without_metrics(state.clone()),

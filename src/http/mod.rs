@@ -29,7 +29,7 @@ use tracing::{Level, Span};
 pub use api::ApiDoc;
 pub use error::ApiError;
 pub use ingest::Accepted;
-pub use server::{serve, ServerLimits};
+pub use server::{bind, serve, ServerLimits};
 
 use crate::auth::client_ip;
 use crate::handlers::Routing;
