@@ -1,5 +1,5 @@
 //! Slow clients (headers or body trickled byte by byte) are cut off by read timeouts, while normal
-//! deliveries keep being served.
+//! deliveries keep being served; many clients connecting at once are all queued by the listener.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -114,4 +114,25 @@ async fn trickling_clients_are_cut_off_while_normal_deliveries_are_served(pool: 
             );
         }
     }
+}
+
+/// A few hundred clients connecting at once (a load balancer's pool after a deploy) are all queued by
+/// the kernel, even before the server accepts any: a connection dropped from a full queue costs the
+/// client a 1 s SYN retransmission. Nothing accepts here, so only the listen backlog can hold them.
+#[tokio::test]
+async fn the_listener_queues_hundreds_of_simultaneous_connections() {
+    let listener = voltage_webhooks::http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attempts = (0..400).map(|_| {
+        tokio::time::timeout(Duration::from_millis(700), async move {
+            TcpStream::connect(addr).await
+        })
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let connected: Vec<TcpStream> = results.into_iter().filter_map(|r| r.ok()?.ok()).collect();
+    assert_eq!(
+        connected.len(),
+        400,
+        "connections completed before any accept"
+    );
 }
