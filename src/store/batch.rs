@@ -1,5 +1,6 @@
 //! Many events in one transaction: one statement inserts the distinct events and, in the same WITH,
-//! the outbox rows of those it inserted, and commits by itself. Each caller's outcome (stored or duplicate) is read back per event.
+//! the outbox rows of those it inserted, and commits by itself. Each caller's outcome (stored or
+//! duplicate) is read back per event.
 
 use std::collections::HashMap;
 
