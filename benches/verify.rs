@@ -85,7 +85,7 @@ fn full_verify(c: &mut Criterion) {
 fn parsing(c: &mut Criterion) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/voltage/receive-completed-bolt11.json"
+        "/tests/fixtures/voltage/receive-completed-bolt11.json"
     );
     let body = std::fs::read(path).expect("fixture");
     c.bench_function("parse_classify_dedup_receive_completed", |b| {

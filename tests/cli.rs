@@ -11,7 +11,7 @@ const SECRET: &str = "vltg_TESTONLYcliSecret00000000000000";
 const WEBHOOK: &str = "6f1c1f0e-8a57-4a53-b3b5-0c7f0e6f2a10";
 const BODY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/voltage/receive-generated-bolt11.json"
+    "/tests/fixtures/voltage/receive-generated-bolt11.json"
 );
 
 fn bin() -> Command {

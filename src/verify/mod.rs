@@ -4,7 +4,7 @@
 //! these bytes, recently?". It knows nothing about HTTP (the caller hands it header values and the
 //! raw body) and nothing about JSON: nothing is parsed before it is verified.
 //!
-//! The scheme (see `shared/voltage-contract.md`): `base64(HMAC-SHA256(secret, body || "." || timestamp))`,
+//! The scheme (see `docs/voltage-contract.md`): `base64(HMAC-SHA256(secret, body || "." || timestamp))`,
 //! keyed with the secret string as UTF-8 *including* its `vltg_` prefix.
 
 mod registry;

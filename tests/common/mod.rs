@@ -27,7 +27,7 @@ use voltage_webhooks::handlers::Routing;
 use voltage_webhooks::http::{router, AppState};
 use voltage_webhooks::verify::sign;
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/voltage");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/voltage");
 
 /// production: rotation in progress (new secret at 0, the published real secret at 1), plus a second
 /// registration pointing at the same URL. staging: one registration of its own.
