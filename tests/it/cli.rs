@@ -1,5 +1,4 @@
 //! The binary as an operator uses it: `sign`, `check-config`, and `serve` end to end.
-#![allow(clippy::unwrap_used)]
 
 use std::io::Write as _;
 use std::process::{Child, Command, Stdio};

@@ -1,14 +1,11 @@
 //! Storage at the HTTP edge: byte-exact bodies, exactly-once under retries and concurrency,
 //! quarantine, scope, and "2xx means committed" across a real database outage.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 
+use crate::common::proxy::Proxy;
+use crate::common::*;
 use axum::http::StatusCode;
-use common::proxy::Proxy;
-use common::*;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -272,7 +269,7 @@ async fn with_the_database_down_a_delivery_gets_503_and_succeeds_once_it_is_back
 ) {
     let target: SocketAddr = format!("127.0.0.1:{}", connect.get_port()).parse().unwrap();
     let proxy = Proxy::start(target).await;
-    let pool = common::pool(options, connect.host("127.0.0.1").port(proxy.port)).await;
+    let pool = crate::common::pool(options, connect.host("127.0.0.1").port(proxy.port)).await;
     let app = app(pool.clone());
     let body = fixture("receive-completed-bolt11.json");
 

@@ -1,14 +1,11 @@
 //! The event stream is driven by the database: an event stored by another replica (its own pool,
 //! its own app) reaches a client streaming from this one, and `Last-Event-ID` resumes after it.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::api::*;
-use common::*;
+use crate::common::api::*;
+use crate::common::*;
 use sqlx::PgPool;
 use voltage_webhooks::auth::Permission;
 

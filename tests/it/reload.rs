@@ -1,14 +1,11 @@
 //! SIGHUP reloads secrets without a restart: a newly added secret is accepted, a removed one
 //! refused, and a broken configuration changes nothing.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{database_url, free_port};
-use common::*;
+use crate::common::process::{database_url, free_port};
+use crate::common::*;
 use sqlx::postgres::PgConnectOptions;
 
 const A: &str = "vltg_TESTONLYreloadSecretA0000000000";

@@ -1,5 +1,4 @@
 //! `[[handlers]]` and `[dispatch]` validation: every mistake names its key.
-#![allow(clippy::unwrap_used)]
 
 use voltage_webhooks::config::Config;
 

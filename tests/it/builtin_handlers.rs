@@ -1,16 +1,13 @@
 //! The built-in handlers against real peers: `http` against a local fake downstream service, its
 //! signature checked by the off-the-shelf `standardwebhooks` crate; `nats` against the real
 //! JetStream server.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::fanout::*;
+use crate::common::*;
 use axum::http::{HeaderMap, StatusCode};
-use common::fanout::*;
-use common::*;
 use futures_util::StreamExt as _;
 use sqlx::PgPool;
 use voltage_webhooks::app::handler_set;

@@ -1,15 +1,12 @@
 //! Durable fan-out: routing into the outbox, retries, dead letters, Retry-After, leases, and two
 //! dispatchers sharing one database.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::fanout::*;
-use common::*;
+use crate::common::fanout::*;
+use crate::common::*;
 use sqlx::PgPool;
 use uuid::Uuid;
 use voltage_webhooks::handlers::{EventFilter, HandlerError, Route};

@@ -1,5 +1,4 @@
 //! Configuration: layering, secret sources, and start-up failures that name the offending key.
-#![allow(clippy::unwrap_used)]
 
 use std::io::Write as _;
 

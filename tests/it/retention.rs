@@ -1,8 +1,5 @@
 //! Retention removes exactly what has expired: nothing a delivery still needs, nothing inside the
 //! dedup horizon, in batches, in one replica at a time; a dry run counts the same rows.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -179,8 +176,8 @@ async fn retention_removes_exactly_what_has_expired(pool: PgPool) {
 
     // The dry run counts exactly that and removes nothing.
     assert_eq!(pass(&pool, &policy, now, true).await, Pass::Done(expected));
-    assert_eq!(common::count(&pool, "events").await, 15);
-    assert_eq!(common::count(&pool, "deliveries").await, 6);
+    assert_eq!(crate::common::count(&pool, "events").await, 15);
+    assert_eq!(crate::common::count(&pool, "deliveries").await, 6);
 
     assert_eq!(pass(&pool, &policy, now, false).await, Pass::Done(expected));
 
@@ -250,8 +247,8 @@ async fn with_no_period_set_nothing_expires(pool: PgPool) {
         pass(&pool, &keep_all, now, false).await,
         Pass::Done(PurgeCounts::default())
     );
-    assert_eq!(common::count(&pool, "events").await, 1);
-    assert_eq!(common::count(&pool, "deliveries").await, 1);
+    assert_eq!(crate::common::count(&pool, "events").await, 1);
+    assert_eq!(crate::common::count(&pool, "deliveries").await, 1);
 }
 
 #[sqlx::test]
@@ -268,7 +265,7 @@ async fn one_replica_at_a_time_runs_a_pass(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(pass(&pool, &policy, now, false).await, Pass::Busy);
-    assert_eq!(common::count(&pool, "events").await, 1);
+    assert_eq!(crate::common::count(&pool, "events").await, 1);
 
     // Once it lets go, the pass runs, and releases the lock in turn.
     sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -294,7 +291,7 @@ async fn purge_command_reports_then_removes(pool: PgPool) {
     let now = Utc::now();
     event(&pool, now, "production", 100, 100).await;
     event(&pool, now, "production", 5, 5).await;
-    let database_url = common::url_of(&pool).await;
+    let database_url = crate::common::url_of(&pool).await;
     let purge = |args: &[&str], events_days: Option<&str>| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voltage-webhooks"));
         command
@@ -323,10 +320,10 @@ async fn purge_command_reports_then_removes(pool: PgPool) {
         stdout.starts_with("would remove: 1 events, 0 dead deliveries"),
         "{stdout}"
     );
-    assert_eq!(common::count(&pool, "events").await, 2);
+    assert_eq!(crate::common::count(&pool, "events").await, 2);
 
     let (ok, stdout, stderr) = purge(&[], Some("90"));
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("removed: 1 events"), "{stdout}");
-    assert_eq!(common::count(&pool, "events").await, 1);
+    assert_eq!(crate::common::count(&pool, "events").await, 1);
 }

@@ -1,13 +1,10 @@
 //! The load generator against a real listener: every request answered, duplicates acknowledged as
 //! the same events, and the database check passes, and fails when an acknowledged event is missing.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use sqlx::PgPool;
 use voltage_webhooks::loadgen::{self, LoadSpec};
 

@@ -1,14 +1,11 @@
 //! API keys: environment scope, permissions, revocation, expiry, rotation, allow-lists (with and
 //! without trusted proxies), and no key in clear anywhere in the database.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::api::*;
+use crate::common::*;
 use axum::http::StatusCode;
-use common::api::*;
-use common::*;
 use sqlx::PgPool;
 use voltage_webhooks::auth::{generate_key, Permission};
 use voltage_webhooks::store::Store;

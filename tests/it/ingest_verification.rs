@@ -1,12 +1,9 @@
 //! Verification at the HTTP edge: known-answer vectors, rotation, and every refusal, each of which
 //! must write nothing.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::*;
 use serde_json::Value;
 use sqlx::PgPool;
 

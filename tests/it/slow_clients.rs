@@ -1,12 +1,9 @@
 //! Slow clients (headers or body trickled byte by byte) are cut off by read timeouts, while normal
 //! deliveries keep being served; many clients connecting at once are all queued by the listener.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -1,17 +1,14 @@
 //! Protection of the request routes: an environment's IP allow-list, load shedding when every slot
 //! is taken (503 with Retry-After, health still answering), and the request timeout.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use common::*;
 use sqlx::PgPool;
 use tower::ServiceExt as _;
 use voltage_webhooks::app::app_state;

@@ -1,14 +1,11 @@
 //! Group commit: concurrent events share one transaction, each caller gets its own outcome
 //! (duplicates within a batch included), and a failed batch fails every request in it.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::proxy::Proxy;
-use common::*;
+use crate::common::proxy::Proxy;
+use crate::common::*;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -132,7 +129,7 @@ async fn a_failed_batch_fails_every_request_in_it_and_the_next_one_commits(
 ) {
     let target: SocketAddr = format!("127.0.0.1:{}", connect.get_port()).parse().unwrap();
     let proxy = Proxy::start(target).await;
-    let pool = common::pool(options, connect.host("127.0.0.1").port(proxy.port)).await;
+    let pool = crate::common::pool(options, connect.host("127.0.0.1").port(proxy.port)).await;
     let writer = GroupCommit::start(Store::new(pool.clone()), settings(64, 100));
 
     proxy.cut();

@@ -1,14 +1,11 @@
 //! SIGTERM under load: `/readyz` turns 503 first, no acknowledged delivery is lost, and the process
 //! exits within the drain delay plus the deadline.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::*;
-use common::*;
+use crate::common::process::*;
+use crate::common::*;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use voltage_webhooks::loadgen::{self, LoadSpec};
 

@@ -1,15 +1,13 @@
-//! `/metrics` reflects a known sequence of requests exactly. Alone in its test binary: the metrics
-//! recorder is process-wide.
-#![allow(clippy::unwrap_used)]
-
-mod common;
+//! `/metrics` reflects a known sequence of requests exactly. Each test runs in a process of its own
+//! (`common::own_process`): the metrics recorder is process-wide.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::common::own_process;
+use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::*;
 use http_body_util::BodyExt as _;
 use sqlx::PgPool;
 use tower::ServiceExt as _;
@@ -51,8 +49,15 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .map_or(0.0, |(_, _, v)| *v)
 }
 
-#[sqlx::test]
-async fn the_metrics_reflect_a_known_sequence_of_requests(pool: PgPool) {
+#[test]
+fn the_metrics_reflect_a_known_sequence_of_requests() {
+    own_process::run(
+        "metrics::the_metrics_reflect_a_known_sequence_of_requests",
+        the_metrics_reflect_a_known_sequence_of_requests_alone,
+    );
+}
+
+async fn the_metrics_reflect_a_known_sequence_of_requests_alone(pool: PgPool) {
     let mut state = state(pool.clone());
     state.routing = Arc::new(Routing::new(vec![("audit".into(), Route::all())]));
     let app = voltage_webhooks::http::router(state);
@@ -218,9 +223,16 @@ async fn scrape(app: &axum::Router) -> Vec<Sample> {
 
 /// Reconciliation and retention report what they did: gaps per environment, sweep durations, the
 /// time of the last complete sweep, rows removed by kind.
-#[sqlx::test]
-async fn reconciliation_and_retention_metrics_reflect_what_they_did(pool: PgPool) {
-    use common::voltage_api::*;
+#[test]
+fn reconciliation_and_retention_metrics_reflect_what_they_did() {
+    own_process::run(
+        "metrics::reconciliation_and_retention_metrics_reflect_what_they_did",
+        reconciliation_and_retention_metrics_reflect_what_they_did_alone,
+    );
+}
+
+async fn reconciliation_and_retention_metrics_reflect_what_they_did_alone(pool: PgPool) {
+    use crate::common::voltage_api::*;
     use voltage_webhooks::reconcile::{ReconcileSettings, Reconciler, Sweep};
     let app = voltage_webhooks::http::router(state(pool.clone()));
     let fake = FakeVoltage::default();

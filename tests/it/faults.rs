@@ -1,16 +1,13 @@
 //! Faults under load, each bounded in time: two replicas receiving the same deliveries, a receiver
 //! killed with SIGKILL and restarted, and the database cut away during a load.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::fanout::wait_for;
-use common::process::*;
-use common::proxy::Proxy;
-use common::*;
+use crate::common::fanout::wait_for;
+use crate::common::process::*;
+use crate::common::proxy::Proxy;
+use crate::common::*;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 use voltage_webhooks::loadgen::{self, LoadSpec};
@@ -165,7 +162,8 @@ async fn a_database_outage_during_load_gets_503_never_an_unstored_2xx_and_recove
 ) {
     let target: SocketAddr = format!("127.0.0.1:{}", connect.get_port()).parse().unwrap();
     let proxy = Proxy::start(target).await;
-    let pool = common::pool(options, connect.clone().host("127.0.0.1").port(proxy.port)).await;
+    let pool =
+        crate::common::pool(options, connect.clone().host("127.0.0.1").port(proxy.port)).await;
     let direct = sqlx::PgPool::connect_with(connect).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());

@@ -1,10 +1,11 @@
 //! Shared test support: a configured app over a per-test database, signed Voltage deliveries, and
 //! a TCP proxy that can cut PostgreSQL away from the app for real outages.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code)]
 
 pub mod api;
 pub mod capture;
 pub mod fanout;
+pub mod own_process;
 pub mod process;
 pub mod proxy;
 pub mod voltage_api;

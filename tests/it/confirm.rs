@@ -1,16 +1,13 @@
 //! Confirmation before a handler runs: the payment is fetched from the (fake) payments API and the
 //! call proceeds only if the API agrees; the API key never reaches a log line.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::capture::Capture;
-use common::fanout::*;
-use common::voltage_api::*;
-use common::*;
+use crate::common::capture::Capture;
+use crate::common::fanout::*;
+use crate::common::voltage_api::*;
+use crate::common::*;
 use sqlx::PgPool;
 use voltage_webhooks::handlers::{
     stack_with, EventFilter, HandlerRequest, RegisteredHandler, Route, StackSettings,

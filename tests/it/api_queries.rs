@@ -1,15 +1,12 @@
 //! The query API: events, raw bytes, paging while events arrive, payment state under reordering,
 //! replay with an Idempotency-Key, retry of dead deliveries, and the OpenAPI document.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::collections::HashSet;
 
+use crate::common::api::*;
+use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::api::*;
-use common::*;
 use http_body_util::BodyExt as _;
 use sqlx::PgPool;
 use tower::ServiceExt as _;

@@ -1,16 +1,13 @@
 //! Reconciliation against a fake Voltage payments API served by the test: a missed webhook is
 //! recovered, a webhook arriving after the sweep is a duplicate, pagination, 429/5xx handling,
 //! one replica per environment, and the binary's `reconcile --once`.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fanout::*;
-use common::voltage_api::*;
-use common::*;
+use crate::common::fanout::*;
+use crate::common::voltage_api::*;
+use crate::common::*;
 use serde_json::Value;
 use sqlx::PgPool;
 use voltage_webhooks::handlers::{EventFilter, Route, Routing};
@@ -386,7 +383,7 @@ async fn serve_sweeps_every_environment_with_a_key(pool: PgPool) {
     let base = fake.start().await;
     fake.set_payments(vec![receive("completed", 10)]);
     let database_url = url_of(&pool).await;
-    let port = common::process::free_port();
+    let port = crate::common::process::free_port();
     let config = config_file(&format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nenabled = false\n\
              [reconcile]\nbase_url = \"{base}\"\ninterval_secs = 1\n\
@@ -429,7 +426,7 @@ async fn sighup_replaces_the_api_key_without_a_restart(pool: PgPool) {
     let database_url = url_of(&pool).await;
     let key_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key_file.path(), "vltg_api_revoked_key\n").unwrap();
-    let port = common::process::free_port();
+    let port = crate::common::process::free_port();
     let config = config_file(&format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nenabled = false\n\
          [reconcile]\nbase_url = \"{base}\"\ninterval_secs = 1\n\

@@ -1,6 +1,5 @@
 //! Properties of the signature scheme: anything correctly signed verifies; flipping any one bit of
 //! the body, the timestamp or the signature makes it fail. Nothing here can panic on any input.
-#![allow(clippy::unwrap_used)]
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;

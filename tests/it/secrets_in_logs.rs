@@ -1,10 +1,7 @@
 //! No secret, and no signature, reaches a log line, even at TRACE with request headers logged.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::capture::Capture;
-use common::*;
+use crate::common::capture::Capture;
+use crate::common::*;
 use sqlx::PgPool;
 
 #[sqlx::test]
