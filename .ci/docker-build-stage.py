@@ -14,7 +14,7 @@ run. This script interprets the Dockerfile instead, as far as a build stage need
     or is entirely excluded, fails as it does in `docker build`.
   * RUN: executed with /bin/sh -c in the stage's WORKDIR, with the stage's ENV plus the machine's
     PATH/HOME (for the toolchain and its cargo cache), and two things injected so that the check
-    costs seconds instead of a second full build:
+    costs a recompile of this crate (about a minute or two on 2 cores) instead of a second full build:
       - CARGO_NET_OFFLINE=true: dependencies come from the local cargo cache, never the network;
       - CARGO_TARGET_DIR=<--target-dir>: the repository's own target/ directory, whose dependencies
         the test run has already compiled;
