@@ -1,38 +1,46 @@
-//! The dispatcher: claims due outbox rows under a lease, calls each row's handler through its
-//! tower stack, and records the outcome (succeeded, retry at t + backoff, or dead).
+//! The dispatcher: one lane per handler claims that handler's due deliveries under a lease, only
+//! as many as the handler can start calling now, calls them through its tower stack, and hands
+//! each outcome to one recorder that writes them in batches (succeeded, retry at t + backoff, or
+//! dead, plus a row of attempt history each).
 //!
 //! Any number of dispatchers run against one database (inside `serve` or as `dispatch`
-//! processes). PostgreSQL's row locks and leases keep a delivery in at most one worker at a time;
-//! the database, not this process, holds every delivery's state, so a crash loses nothing.
-//! NOTIFY only shortens the wait: polling finds everything a lost notification would have.
+//! processes). PostgreSQL's row locks and leases keep a delivery in at most one call at a time:
+//! a row is claimed only when a call can start at once, so its lease covers the call and nothing
+//! else; the lease outlasts the handler's timeout (config checks it); and a separate sweep makes
+//! expired leases due again, never those this process is still running or recording. The database,
+//! not this process, holds every delivery's state, so a crash loses nothing. NOTIFY only shortens
+//! the wait: polling finds everything a lost notification would have.
 
+mod attempt;
 mod backoff;
+mod lane;
+mod recorder;
 mod wake;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::{Service, ServiceExt as _};
-use uuid::Uuid;
 
 pub use backoff::{Decision, RetryPolicy};
 
-use crate::handlers::{HandlerRequest, HandlerSet};
-use crate::store::{ClaimRequest, Claimed, Store, StoreError};
+use crate::handlers::HandlerSet;
+use crate::store::Store;
 
 #[derive(Debug, Clone, Copy)]
 pub struct DispatchSettings {
-    /// Rows taken per claim.
+    /// Most rows taken per claim (a handler never gets more than it has free capacity for).
     pub batch_size: usize,
-    /// How long a claim holds a row. Must exceed every handler's timeout: a lease that expires
-    /// while the call is still running lets a second worker start the same delivery.
+    /// How long a claim holds a row. Must exceed every handler's timeout: the lease starts when
+    /// the call starts, and a lease that expired while the call still ran would let a second
+    /// worker start the same delivery.
     pub lease: Duration,
-    /// The longest wait between claims when no notification arrives.
+    /// The longest wait between claims when no notification arrives, and the sweep's period.
     pub poll_interval: Duration,
-    /// Attempts running at once in this process, over all handlers.
+    /// Handler calls running at once in this process, over all handlers.
     pub max_in_flight: usize,
     /// On shutdown, how long running handler calls may take to finish.
     pub shutdown_deadline: Duration,
@@ -57,6 +65,29 @@ pub struct Dispatcher {
     settings: DispatchSettings,
 }
 
+/// What the lanes, the attempts, the recorder and the sweep of one dispatcher share.
+#[derive(Debug)]
+struct Shared {
+    store: Store,
+    settings: DispatchSettings,
+    /// `host:pid:dispatcher`, written into every attempt this dispatcher makes.
+    worker: String,
+    /// Deliveries this dispatcher is calling or has yet to record: the sweep never takes these
+    /// back, so a worker never re-claims its own delivery.
+    running: Mutex<HashSet<i64>>,
+    /// `max_in_flight`: one permit per running call.
+    calls: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn running_ids(&self) -> Vec<i64> {
+        self.running
+            .lock()
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
 impl Dispatcher {
     pub fn new(store: Store, handlers: Arc<HandlerSet>, settings: DispatchSettings) -> Self {
         Self {
@@ -66,43 +97,57 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until `shutdown` is cancelled, then waits for the attempts already started.
+    /// Runs until `shutdown` is cancelled, then waits for the calls already started and records
+    /// their outcomes.
     pub async fn run(self, shutdown: CancellationToken) {
-        let names = self.handlers.names();
-        if names.is_empty() {
+        let handlers = self.handlers.all();
+        if handlers.is_empty() {
             tracing::info!("no handlers configured: the dispatcher has nothing to do");
             return;
         }
-        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            store: self.store.clone(),
+            settings: self.settings,
+            worker: worker_name(),
+            running: Mutex::default(),
+            calls: Arc::new(Semaphore::new(self.settings.max_in_flight)),
+        });
+        let signals: Vec<(String, Arc<Notify>)> = handlers
+            .iter()
+            .map(|h| (h.name.clone(), Arc::new(Notify::new())))
+            .collect();
+        let wakes: Vec<Arc<Notify>> = signals.iter().map(|(_, n)| n.clone()).collect();
         let listener = tokio::spawn(wake::listen(
             self.store.pool().clone(),
-            wake.clone(),
+            wakes.clone(),
             shutdown.clone(),
         ));
-        let permits = Arc::new(Semaphore::new(self.settings.max_in_flight));
+        let (finished, outcomes) = mpsc::channel(4 * self.settings.max_in_flight.max(64));
+        let recorder = tokio::spawn(recorder::run(shared.clone(), outcomes, signals.clone()));
+        let sweep = tokio::spawn(sweep(shared.clone(), wakes, shutdown.clone()));
         let attempts = TaskTracker::new();
-
-        while !shutdown.is_cancelled() {
-            let free = permits.available_permits().min(self.settings.batch_size);
-            let full_batch = if free == 0 {
-                false
-            } else {
-                self.claim_and_start(&names, free, &permits, &attempts, &shutdown)
-                    .await
-                    == free
-            };
-            if full_batch {
-                continue; // more may be due right now
-            }
-            tokio::select! {
-                () = wake.notified() => {}
-                () = tokio::time::sleep(self.settings.poll_interval) => {}
-                () = shutdown.cancelled() => {}
-            }
+        let lanes: Vec<_> = handlers
+            .into_iter()
+            .zip(signals)
+            .map(|(handler, (_, signal))| {
+                tokio::spawn(lane::run(lane::Lane {
+                    shared: shared.clone(),
+                    handler,
+                    signal,
+                    finished: finished.clone(),
+                    attempts: attempts.clone(),
+                    shutdown: shutdown.clone(),
+                }))
+            })
+            .collect();
+        drop(finished);
+        for lane in lanes {
+            let _ = lane.await;
         }
         listener.abort();
         attempts.close();
-        if tokio::time::timeout(self.settings.shutdown_deadline, attempts.wait())
+        let deadline = tokio::time::Instant::now() + self.settings.shutdown_deadline;
+        if tokio::time::timeout_at(deadline, attempts.wait())
             .await
             .is_err()
         {
@@ -111,121 +156,55 @@ impl Dispatcher {
                 "handler calls still running at the shutdown deadline; their leases will expire"
             );
         }
-    }
-
-    /// Claims up to `limit` rows and starts an attempt for each; returns how many it claimed.
-    async fn claim_and_start(
-        &self,
-        names: &[String],
-        limit: usize,
-        permits: &Arc<Semaphore>,
-        attempts: &TaskTracker,
-        shutdown: &CancellationToken,
-    ) -> usize {
-        let token = Uuid::new_v4();
-        let request = ClaimRequest {
-            handlers: names,
-            limit: i64::try_from(limit).unwrap_or(i64::MAX),
-            lease: self.settings.lease,
-            token,
-        };
-        let claimed = match self.store.claim(&request).await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "claiming deliveries failed");
-                return 0;
-            }
-        };
-        let count = claimed.len();
-        for row in claimed {
-            // The loop claims no more rows than there are free permits, and only it takes them.
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                break;
-            };
-            attempts.spawn(self.clone().attempt(row, token, permit, shutdown.clone()));
+        // The recorder ends once every attempt has handed over its outcome and it wrote them.
+        if tokio::time::timeout_at(deadline + Duration::from_secs(2), recorder)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "outcomes still unrecorded at the shutdown deadline; their leases will expire"
+            );
         }
-        count
+        let _ = sweep.await;
     }
+}
 
-    /// One attempt of one delivery, and its outcome recorded under the claim's token.
-    async fn attempt(
-        self,
-        row: Claimed,
-        token: Uuid,
-        _permit: OwnedSemaphorePermit,
-        shutdown: CancellationToken,
-    ) {
-        let Some(handler) = self.handlers.get(&row.handler) else {
-            return; // unreachable: only rows of known handlers are claimed
-        };
-        let attempt = u32::try_from(row.attempts).unwrap_or(u32::MAX);
-        let delivery_id = row.delivery_id;
-        let result = if attempt > handler.retry.max_attempts {
-            // Claimed again after its worker vanished on the last allowed attempt.
-            Err(crate::handlers::HandlerError::permanent(format!(
-                "lease lost on attempt {}; no attempts left",
-                attempt - 1
-            )))
-        } else {
-            let mut service = handler.service.clone();
-            let ready = tokio::select! {
-                ready = service.ready() => ready,
-                // Still waiting for the handler's concurrency limit: not started, so hand it back.
-                () = shutdown.cancelled() => {
-                    log_recorded(delivery_id, self.store.release(delivery_id, token).await);
-                    return;
-                }
-            };
-            match ready {
-                Ok(ready) => ready.call(request_of(row, attempt)).await,
-                Err(e) => Err(e),
+/// Every poll interval: expired leases (a worker died) become due again, and the lanes are woken.
+async fn sweep(shared: Arc<Shared>, wakes: Vec<Arc<Notify>>, shutdown: CancellationToken) {
+    const BATCH: i64 = 1000;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(shared.settings.poll_interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match shared
+            .store
+            .sweep_expired(&shared.running_ids(), BATCH)
+            .await
+        {
+            Ok(0) => {}
+            Ok(swept) => {
+                tracing::warn!(
+                    swept,
+                    "deliveries whose worker's lease expired are due again"
+                );
+                wakes.iter().for_each(|w| w.notify_one());
             }
-        };
-        let recorded = match result {
-            Ok(()) => self.store.succeed(delivery_id, token).await,
-            Err(error) => match handler.retry.decide(attempt, &error) {
-                Decision::RetryAfter(delay) => {
-                    tracing::info!(delivery_id, attempt, delay_ms = delay.as_millis() as u64, error = %error, "delivery will be retried");
-                    self.store
-                        .retry_later(delivery_id, token, delay, &error.to_string())
-                        .await
-                }
-                Decision::Dead(reason) => {
-                    tracing::warn!(delivery_id, attempt, handler = %handler.name, %reason, "delivery dead-lettered");
-                    metrics::counter!(crate::telemetry::metrics::DELIVERIES_DEAD_TOTAL, "handler" => handler.name.clone())
-                        .increment(1);
-                    self.store.dead_letter(delivery_id, token, &reason).await
-                }
-            },
-        };
-        log_recorded(delivery_id, recorded);
+            Err(e) => {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "sweeping expired leases failed")
+            }
+        }
     }
 }
 
-fn log_recorded(delivery_id: i64, recorded: Result<bool, StoreError>) {
-    match recorded {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            delivery_id,
-            "lease lost before the outcome was recorded; another worker owns it"
-        ),
-        // The lease will expire and the delivery will be attempted again: at least once, not lost.
-        Err(e) => tracing::error!(delivery_id, error = %e, "recording the outcome failed"),
-    }
-}
-
-fn request_of(row: Claimed, attempt: u32) -> HandlerRequest {
-    HandlerRequest {
-        event_id: row.event_id,
-        delivery_id: row.delivery_id,
-        environment: row.environment,
-        event_type: row.event_type,
-        event: row.event,
-        payment_id: row.payment_id,
-        source: row.source,
-        payload: serde_json::from_slice(&row.raw_body).unwrap_or_default(),
-        raw_body: row.raw_body.into(),
-        received_at: row.received_at,
-        attempt,
-    }
+/// `host:pid:` and a short random id, so two dispatchers of one process tell apart too.
+fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &id[..8])
 }

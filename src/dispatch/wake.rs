@@ -1,7 +1,7 @@
 //! LISTEN for new outbox rows and turn each notification into a wake-up of the dispatch loop.
 //!
 //! `PgListener::recv` is not raced in `select!` (it is not documented as cancel-safe); it runs
-//! here, in its own task, and the loop waits on a `Notify`, which keeps one wake-up for later.
+//! here, in its own task, and each lane waits on its own `Notify`, which keeps one wake-up for later.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::WAKE_CHANNEL;
 
-pub async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+/// Wakes every lane (one `Notify` each) on each notification.
+pub async fn listen(pool: PgPool, wake: Vec<Arc<Notify>>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         match PgListener::connect_with(&pool).await {
             Ok(mut listener) => {
@@ -22,7 +23,7 @@ pub async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken
                 } else {
                     // recv() reconnects by itself; an error means it could not.
                     while listener.recv().await.is_ok() {
-                        wake.notify_one();
+                        wake.iter().for_each(|w| w.notify_one());
                     }
                 }
             }
@@ -31,7 +32,7 @@ pub async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken
             }
         }
         // Wake once after a reconnect: notifications sent meanwhile were lost.
-        wake.notify_one();
+        wake.iter().for_each(|w| w.notify_one());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

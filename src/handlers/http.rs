@@ -3,7 +3,8 @@
 //! `id.timestamp.body`), so internal services verify it with an off-the-shelf library.
 //!
 //! 2xx is success; 408, 429, 5xx, connection errors and timeouts are retryable (with the response's
-//! `Retry-After`); any other status is permanent.
+//! `Retry-After`); any other status is permanent, 3xx included: redirects are not followed (a
+//! signed payload is not re-sent to wherever a redirect points), so a 3xx is a misconfigured URL.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -110,6 +111,7 @@ impl Service<HandlerRequest> for HttpHandler {
                 .send()
                 .await
                 .map_err(|e| HandlerError::retryable(format!("request failed: {e}")))?;
+            request.report.set_http_status(response.status().as_u16());
             outcome(response.status(), response.headers())
         })
     }

@@ -12,6 +12,8 @@ mod log;
 mod nats;
 mod routing;
 
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -50,6 +52,23 @@ pub struct HandlerRequest {
     pub received_at: DateTime<Utc>,
     /// Starts at 1.
     pub attempt: u32,
+    /// Where the handler leaves what the attempt history shows beyond the outcome.
+    pub report: AttemptReport,
+}
+
+/// What a handler reports about its call for the attempt history: the HTTP status it received.
+/// Shared between the clone the handler gets and the dispatcher that records the attempt.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptReport(Arc<AtomicU16>);
+
+impl AttemptReport {
+    pub fn set_http_status(&self, status: u16) {
+        self.0.store(status, Ordering::Relaxed);
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&s| s != 0)
+    }
 }
 
 impl HandlerRequest {
@@ -189,6 +208,11 @@ impl HandlerSet {
 
     pub fn get(&self, name: &str) -> Option<&RegisteredHandler> {
         self.handlers.iter().find(|h| h.name == name)
+    }
+
+    /// Every handler, in registration order.
+    pub fn all(&self) -> Vec<RegisteredHandler> {
+        self.handlers.clone()
     }
 
     pub fn names(&self) -> Vec<String> {

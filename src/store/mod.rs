@@ -5,6 +5,7 @@
 //! is whatever the unique index says it is.
 
 mod api_keys;
+mod attempts;
 mod batch;
 mod events;
 mod group_commit;
@@ -25,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
+pub use attempts::{AttemptRecord, Completion, Next};
 pub use batch::{Origin, OwnedEvent};
 pub use events::{NewEvent, Stored, StoredEvent};
 pub use group_commit::{BatchFailed, GroupCommit, GroupCommitSettings};

@@ -1,8 +1,8 @@
-//! The outbox: claiming due deliveries under a lease, and recording each attempt's outcome.
+//! The outbox: claiming one handler's due deliveries under a lease, and sweeping expired leases.
 //!
 //! Claims use `FOR UPDATE SKIP LOCKED`, so any number of dispatchers share the table without
-//! taking the same row; a row whose lease expired (its worker died) is due again. Every completion
-//! is fenced on the claim's token.
+//! taking the same row. A row whose lease expired (its worker died) is made due again by the
+//! sweep. Outcomes are recorded in `attempts.rs`, fenced on the claim's token.
 
 use std::time::Duration;
 
@@ -32,14 +32,15 @@ pub struct Claimed {
     pub received_at: DateTime<Utc>,
 }
 
-/// What the caller asks of a claim.
+/// What the caller asks of a claim: one handler's due deliveries, no more than it can start now.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
-    /// Only rows of these handlers are taken: a dispatcher never claims work it cannot do.
-    pub handlers: &'a [String],
+    pub handler: &'a str,
     pub limit: i64,
     pub lease: Duration,
     pub token: Uuid,
+    /// Who runs the attempts, for the attempt history (`host:pid:dispatcher`).
+    pub worker: &'a str,
 }
 
 /// A delivery's state as operators and tests see it.
@@ -57,21 +58,24 @@ pub struct DeliveryState {
 }
 
 impl Store {
-    /// Takes up to `limit` due deliveries (pending and due, or leased with an expired lease).
+    /// Takes up to `limit` of one handler's due deliveries, oldest due first, and leases them.
+    ///
+    /// An ordered scan of `deliveries_due_by_handler` that stops after `limit` rows: its cost does
+    /// not grow with the backlog. Expired leases are not taken here; [`Store::sweep_expired`] turns
+    /// them back into due deliveries.
     pub async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
         Ok(sqlx::query_as(
             "WITH due AS ( \
                  SELECT id FROM deliveries \
-                 WHERE handler = ANY($1) \
-                   AND ((status = 'pending' AND next_attempt_at <= now()) \
-                     OR (status = 'in_flight' AND lease_expires_at <= now())) \
+                 WHERE handler = $1 AND status = 'pending' AND next_attempt_at <= now() \
                  ORDER BY next_attempt_at \
                  LIMIT $2 \
                  FOR UPDATE SKIP LOCKED \
              ), claimed AS ( \
                  UPDATE deliveries d \
                  SET status = 'in_flight', attempts = d.attempts + 1, lease_token = $3, \
-                     lease_expires_at = now() + make_interval(secs => $4), updated_at = now() \
+                     lease_expires_at = now() + make_interval(secs => $4), \
+                     attempt_started_at = now(), leased_by = $5, updated_at = now() \
                  FROM due WHERE d.id = due.id \
                  RETURNING d.id, d.event_id, d.handler, d.attempts \
              ) \
@@ -79,84 +83,62 @@ impl Store {
                     e.event_type, e.event, e.payment_id, e.source, e.raw_body, e.received_at \
              FROM claimed c JOIN events e ON e.id = c.event_id",
         )
-        .bind(request.handlers)
+        .bind(request.handler)
         .bind(request.limit)
         .bind(request.token)
         .bind(request.lease.as_secs_f64())
+        .bind(request.worker)
         .fetch_all(&self.pool)
         .await?)
     }
 
-    /// Records success. Returns false when the lease was lost (another worker owns the row now).
-    pub async fn succeed(&self, delivery_id: i64, token: Uuid) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'succeeded', completed_at = now(), updated_at = now(), \
-                 lease_token = NULL, lease_expires_at = NULL, last_error = NULL \
-             WHERE id = $1 AND lease_token = $2",
+    /// Seconds until the handler's next pending delivery is due (negative: due now); `None` when
+    /// nothing is pending. The first entry of `deliveries_due_by_handler`.
+    pub async fn next_due_in(&self, handler: &str) -> Result<Option<f64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now())::float8 FROM deliveries \
+             WHERE handler = $1 AND status = 'pending'",
         )
-        .bind(delivery_id)
-        .bind(token)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(handler)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
-    /// Schedules another attempt after `delay`, keeping the error for operators.
-    pub async fn retry_later(
-        &self,
-        delivery_id: i64,
-        token: Uuid,
-        delay: Duration,
-        error: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', \
-                 next_attempt_at = now() + make_interval(secs => $3), updated_at = now(), \
-                 lease_token = NULL, lease_expires_at = NULL, last_error = $4 \
-             WHERE id = $1 AND lease_token = $2",
+    /// Makes up to `limit` deliveries whose lease expired (their worker vanished) due again, and
+    /// writes their unfinished attempt into the history as `lease_expired`. `running` are the
+    /// deliveries this process is still running or recording: never taken back from itself.
+    /// Returns how many were made due.
+    pub async fn sweep_expired(&self, running: &[i64], limit: i64) -> Result<u64, StoreError> {
+        let swept: i64 = sqlx::query_scalar(
+            "WITH expired AS ( \
+                 SELECT id, lease_token, attempts, attempt_started_at, leased_by FROM deliveries \
+                 WHERE status = 'in_flight' AND lease_expires_at <= now() AND NOT (id = ANY($1)) \
+                 ORDER BY lease_expires_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED \
+             ), reset AS ( \
+                 UPDATE deliveries d \
+                 SET status = 'pending', next_attempt_at = now(), lease_token = NULL, \
+                     lease_expires_at = NULL, attempt_started_at = NULL, leased_by = NULL, \
+                     last_error = 'the lease of attempt ' || x.attempts || ' expired before its outcome was recorded', \
+                     updated_at = now() \
+                 FROM expired x WHERE d.id = x.id \
+                 RETURNING d.id \
+             ), history AS ( \
+                 INSERT INTO delivery_attempts \
+                     (delivery_id, lease_token, attempt, started_at, outcome, error, worker) \
+                 SELECT id, lease_token, attempts, coalesce(attempt_started_at, now()), 'lease_expired', \
+                        'the worker''s lease expired before it recorded an outcome', \
+                        coalesce(leased_by, 'unknown') \
+                 FROM expired \
+                 ON CONFLICT ON CONSTRAINT delivery_attempts_once DO NOTHING \
+             ) \
+             SELECT count(*) FROM reset",
         )
-        .bind(delivery_id)
-        .bind(token)
-        .bind(delay.as_secs_f64())
-        .bind(error)
-        .execute(&self.pool)
+        .bind(running)
+        .bind(limit)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Dead-letters the delivery with its last error: it is never retried automatically again.
-    pub async fn dead_letter(
-        &self,
-        delivery_id: i64,
-        token: Uuid,
-        error: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'dead', completed_at = now(), updated_at = now(), \
-                 lease_token = NULL, lease_expires_at = NULL, last_error = $3 \
-             WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(delivery_id)
-        .bind(token)
-        .bind(error)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Hands back a claimed delivery whose attempt never started (shutdown): due now, the attempt
-    /// not counted, so another worker takes it at once instead of after the lease.
-    pub async fn release(&self, delivery_id: i64, token: Uuid) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, next_attempt_at = now(), \
-                 updated_at = now(), lease_token = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(delivery_id)
-        .bind(token)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(u64::try_from(swept).unwrap_or(0))
     }
 
     /// Every handler's delivery state for one event.

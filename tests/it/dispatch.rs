@@ -10,7 +10,7 @@ use crate::common::*;
 use sqlx::PgPool;
 use uuid::Uuid;
 use voltage_webhooks::handlers::{EventFilter, HandlerError, Route};
-use voltage_webhooks::store::{ClaimRequest, Store};
+use voltage_webhooks::store::{ClaimRequest, Completion, Next, Store};
 
 fn route(environments: Option<&[&str]>, filters: &[&str]) -> Route {
     Route {
@@ -216,12 +216,12 @@ async fn a_delivery_held_by_a_dead_worker_is_taken_again_after_its_lease(pool: P
     // A worker claims the delivery with a 2 s lease, then dies without a word.
     let store = Store::new(pool.clone());
     let dead_token = Uuid::new_v4();
-    let names = vec!["audit".to_owned()];
     let claim = ClaimRequest {
-        handlers: &names,
+        handler: "audit",
         limit: 10,
         lease: Duration::from_secs(2),
         token: dead_token,
+        worker: "dead-worker",
     };
     let claimed = store.claim(&claim).await.unwrap();
     assert_eq!(claimed.len(), 1);
@@ -245,9 +245,21 @@ async fn a_delivery_held_by_a_dead_worker_is_taken_again_after_its_lease(pool: P
     );
     // The dead worker waking up cannot overwrite the outcome: completions are fenced on the lease.
     let late = store
-        .retry_later(claimed[0].delivery_id, dead_token, Duration::ZERO, "late")
+        .complete(&[Completion {
+            delivery_id: claimed[0].delivery_id,
+            token: dead_token,
+            attempt: 1,
+            started_at: chrono::Utc::now(),
+            duration: Duration::ZERO,
+            outcome: "failed",
+            http_status: None,
+            error: Some("late".into()),
+            worker: "dead-worker".into(),
+            next: Next::RetryAfter(Duration::ZERO, "late".into()),
+        }])
         .await
-        .unwrap();
+        .unwrap()
+        .contains(&claimed[0].delivery_id);
     assert!(!late);
     assert_eq!(states(&pool).await["audit"].0, "succeeded");
 }

@@ -16,6 +16,7 @@ mod config_handlers;
 mod confirm;
 mod dispatch;
 mod docs;
+mod fanout_guarantees;
 mod faults;
 mod group_commit;
 mod ingest_storage;

@@ -66,12 +66,20 @@ impl Service {
 
     /// Like [`Service::start`], with `extra` TOML tables (e.g. `[shutdown]`) in front.
     pub async fn start_with(port: u16, database_url: &str, downstream: &str, extra: &str) -> Self {
+        let toml = format!(
+            "{extra}\n[dispatch]\npoll_interval_ms = 100\nlease_secs = 10\n\
+             [[handlers]]\nname = \"ledger\"\nkind = \"http\"\nurl = \"{downstream}\"\nsecret = {{ value = \"{HANDLER_SECRET}\" }}\n\
+             timeout_ms = 2000\nbackoff_base_ms = 50\nbackoff_cap_ms = 500\n"
+        );
+        Self::start_toml(port, database_url, &toml).await
+    }
+
+    /// `serve` with `toml` (its `[dispatch]` and `[[handlers]]`, say) and the tests' environments.
+    pub async fn start_toml(port: u16, database_url: &str, toml: &str) -> Self {
         let mut config = tempfile::NamedTempFile::new().unwrap();
         write!(
             config,
-            "{extra}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\npoll_interval_ms = 100\nlease_secs = 10\n\
-             [[handlers]]\nname = \"ledger\"\nkind = \"http\"\nurl = \"{downstream}\"\nsecret = {{ value = \"{HANDLER_SECRET}\" }}\n\
-             timeout_ms = 2000\nbackoff_base_ms = 50\nbackoff_cap_ms = 500\n{}",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{toml}\n{}",
             super::config_toml()
         )
         .unwrap();

@@ -1,0 +1,150 @@
+//! One handler's lane: wait until the handler can start a call, claim no more of its due
+//! deliveries than it can start now, start them, and sleep until the next one is due.
+//!
+//! Capacity comes first, the claim second: a claimed row starts its call at once, so its lease
+//! covers the call and no queue. Waiting for the handler's own capacity holds nothing another
+//! handler needs; a `max_in_flight` permit is taken only once the handler is ready.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+use super::attempt::{self, Finished};
+use super::Shared;
+use crate::handlers::{Handler, RegisteredHandler};
+use crate::store::ClaimRequest;
+
+/// Shortest wait when due rows exist but another dispatcher holds them (SKIP LOCKED).
+const CONTENDED_WAIT: Duration = Duration::from_millis(10);
+
+#[derive(Debug)]
+pub(super) struct Lane {
+    pub shared: Arc<Shared>,
+    pub handler: RegisteredHandler,
+    /// Woken by NOTIFY, by the sweep, and by the recorder after it scheduled a retry.
+    pub signal: Arc<Notify>,
+    pub finished: mpsc::Sender<Finished>,
+    pub attempts: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+/// A call that can start now: the handler's service, ready (its concurrency slot reserved), and
+/// a `max_in_flight` permit. Dropping it gives both back.
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub service: Handler,
+    pub _permit: OwnedSemaphorePermit,
+}
+
+pub(super) async fn run(lane: Lane) {
+    let settings = lane.shared.settings;
+    loop {
+        let slots = tokio::select! {
+            slots = capacity(&lane.handler.service, &lane.shared.calls, settings.batch_size) => slots,
+            () = lane.shutdown.cancelled() => return,
+        };
+        let claimed = match slots {
+            Ok(slots) => claim_and_start(&lane, slots).await,
+            Err(e) => {
+                tracing::warn!(handler = %lane.handler.name, error = %e, "handler not ready");
+                0
+            }
+        };
+        if claimed > 0 {
+            continue; // more may be due right now
+        }
+        let wait = idle_wait(&lane).await;
+        tokio::select! {
+            () = lane.signal.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = lane.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One ready slot, waited for, then as many more as are free right now, up to `max`.
+async fn capacity(
+    service: &Handler,
+    calls: &Arc<Semaphore>,
+    max: usize,
+) -> Result<Vec<Slot>, crate::handlers::HandlerError> {
+    let first = service.clone().ready_oneshot().await?;
+    let Ok(permit) = calls.clone().acquire_owned().await else {
+        return Ok(Vec::new()); // never closed
+    };
+    let mut slots = vec![Slot {
+        service: first,
+        _permit: permit,
+    }];
+    while slots.len() < max {
+        let Ok(permit) = calls.clone().try_acquire_owned() else {
+            break;
+        };
+        match service.clone().ready_oneshot().now_or_never() {
+            Some(Ok(ready)) => slots.push(Slot {
+                service: ready,
+                _permit: permit,
+            }),
+            _ => break,
+        }
+    }
+    Ok(slots)
+}
+
+/// Claims as many due rows as there are slots and starts a call in each; returns how many.
+async fn claim_and_start(lane: &Lane, slots: Vec<Slot>) -> usize {
+    let token = Uuid::new_v4();
+    let request = ClaimRequest {
+        handler: &lane.handler.name,
+        limit: i64::try_from(slots.len()).unwrap_or(i64::MAX),
+        lease: lane.shared.settings.lease,
+        token,
+        worker: &lane.shared.worker,
+    };
+    let claimed = match lane.shared.store.claim(&request).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::warn!(handler = %lane.handler.name, error = %e, cause = ?std::error::Error::source(&e), "claiming deliveries failed");
+            return 0;
+        }
+    };
+    let count = claimed.len();
+    if let Ok(mut running) = lane.shared.running.lock() {
+        running.extend(claimed.iter().map(|row| row.delivery_id));
+    }
+    // Slots left over (fewer rows were due) are dropped here, freeing their capacity.
+    for (row, slot) in claimed.into_iter().zip(slots) {
+        lane.attempts.spawn(attempt::run(attempt::Attempt {
+            shared: lane.shared.clone(),
+            handler: lane.handler.clone(),
+            row,
+            token,
+            slot,
+            finished: lane.finished.clone(),
+        }));
+    }
+    count
+}
+
+/// How long to sleep when nothing was due: until the handler's next delivery is due, at most
+/// the poll interval.
+async fn idle_wait(lane: &Lane) -> Duration {
+    let poll = lane.shared.settings.poll_interval;
+    match lane.shared.store.next_due_in(&lane.handler.name).await {
+        Ok(Some(seconds)) if seconds <= 0.0 => CONTENDED_WAIT,
+        Ok(Some(seconds)) => Duration::try_from_secs_f64(seconds)
+            .unwrap_or(poll)
+            .min(poll),
+        Ok(None) => poll,
+        Err(e) => {
+            tracing::warn!(handler = %lane.handler.name, error = %e, "reading the next due time failed");
+            poll
+        }
+    }
+}
