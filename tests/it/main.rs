@@ -9,6 +9,7 @@ mod common;
 mod api_access;
 mod api_queries;
 mod api_stream;
+mod attempt_history;
 mod builtin_handlers;
 mod cli;
 mod config;

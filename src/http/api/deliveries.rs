@@ -1,4 +1,5 @@
-//! `/v1/environments/{environment}/deliveries`: delivery states (e.g. the dead letters) and retry.
+//! `/v1/environments/{environment}/deliveries`: delivery states (e.g. the dead letters), each
+//! delivery's attempts, and retry.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -10,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::access::{Reader, Writer};
 use super::events::query_error;
 use crate::http::{ApiError, AppState};
-use crate::store::{DeliveryState, RetryOutcome};
+use crate::store::{AttemptRecord, DeliveryState, RetryOutcome};
 
 const STATUSES: [&str; 4] = ["pending", "in_flight", "succeeded", "dead"];
 
@@ -61,6 +62,57 @@ pub async fn list(
     let next_after = more.then(|| deliveries.last().map(|d| d.id)).flatten();
     Ok(Json(DeliveryPage {
         deliveries,
+        next_after,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptParams {
+    /// `next_after` of the previous page.
+    pub after: Option<i64>,
+    /// 1 to 500 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptPage {
+    /// Oldest first. Replays and retries add attempts; none is ever removed before its delivery.
+    pub attempts: Vec<AttemptRecord>,
+    pub next_after: Option<i64>,
+}
+
+/// Every attempt of one delivery: when it started, how long it took, its outcome, the HTTP status
+/// or error, and the worker that made it.
+#[utoipa::path(get, path = "/v1/environments/{environment}/deliveries/{delivery_id}/attempts", tag = "deliveries",
+    params(("environment" = String, Path), ("delivery_id" = i64, Path), AttemptParams),
+    responses((status = 200, body = AttemptPage), (status = 400), (status = 404)))]
+pub async fn attempts(
+    Reader(access): Reader,
+    State(state): State<AppState>,
+    Path((_, id)): Path<(String, String)>,
+    query: Result<Query<AttemptParams>, QueryRejection>,
+) -> Result<Json<AttemptPage>, ApiError> {
+    let Query(params) = query.map_err(query_error)?;
+    let not_found =
+        || ApiError::not_found("delivery_not_found", "no such delivery in this environment");
+    let id: i64 = id.parse().map_err(|_| not_found())?;
+    let limit = super::page_limit(params.limit)?;
+    let mut attempts = state
+        .store
+        .attempts_of(
+            &access.environment,
+            id,
+            params.after.unwrap_or(0),
+            limit + 1,
+        )
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?
+        .ok_or_else(not_found)?;
+    let more = super::close_page(&mut attempts, limit);
+    let next_after = more.then(|| attempts.last().map(|a| a.id)).flatten();
+    Ok(Json(AttemptPage {
+        attempts,
         next_after,
     }))
 }

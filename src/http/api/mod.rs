@@ -32,6 +32,7 @@ use super::{ApiError, AppState};
         stream::stream,
         payments::get,
         deliveries::list,
+        deliveries::attempts,
         deliveries::retry
     )
 )]
@@ -80,6 +81,10 @@ pub fn routes() -> Router<AppState> {
             get(payments::get),
         )
         .route(&format!("{env}/deliveries"), get(deliveries::list))
+        .route(
+            &format!("{env}/deliveries/{{delivery_id}}/attempts"),
+            get(deliveries::attempts),
+        )
         .route(
             &format!("{env}/deliveries/{{delivery_id}}/retry"),
             post(deliveries::retry),
