@@ -6,8 +6,9 @@
 //! handler needs; a `max_in_flight` permit is taken only once the handler is ready.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,7 @@ use uuid::Uuid;
 use super::attempt::{self, Finished};
 use super::Shared;
 use crate::handlers::{Handler, RegisteredHandler};
-use crate::store::ClaimRequest;
+use crate::store::{ClaimRequest, Claimed};
 
 /// Shortest wait when due rows exist but another dispatcher holds them (SKIP LOCKED).
 const CONTENDED_WAIT: Duration = Duration::from_millis(10);
@@ -42,15 +43,45 @@ pub(super) struct Slot {
     pub _permit: OwnedSemaphorePermit,
 }
 
+/// Where the lane's next claim starts in its handler's due index: after the rows it already
+/// took (their dead index entries stay until VACUUM, and a scan from the oldest would read them
+/// all), and from the oldest again once per poll interval, for a row that committed after a
+/// younger one was claimed (a long ingest transaction, a claim of another dispatcher rolled back).
+#[derive(Debug)]
+struct Cursor {
+    from: Option<DateTime<Utc>>,
+    full_scan_at: Instant,
+}
+
+impl Cursor {
+    fn next(&mut self, poll: Duration) -> Option<DateTime<Utc>> {
+        if self.full_scan_at.elapsed() >= poll {
+            self.full_scan_at = Instant::now();
+            return None;
+        }
+        self.from
+    }
+
+    fn claimed(&mut self, rows: &[Claimed]) {
+        if let Some(last) = rows.iter().map(|r| r.next_attempt_at).max() {
+            self.from = Some(self.from.map_or(last, |from| from.max(last)));
+        }
+    }
+}
+
 pub(super) async fn run(lane: Lane) {
     let settings = lane.shared.settings;
+    let mut cursor = Cursor {
+        from: None,
+        full_scan_at: Instant::now(),
+    };
     loop {
         let slots = tokio::select! {
             slots = capacity(&lane.handler.service, &lane.shared.calls, settings.batch_size) => slots,
             () = lane.shutdown.cancelled() => return,
         };
         let claimed = match slots {
-            Ok(slots) => claim_and_start(&lane, slots).await,
+            Ok(slots) => claim_and_start(&lane, slots, &mut cursor).await,
             Err(e) => {
                 tracing::warn!(handler = %lane.handler.name, error = %e, "handler not ready");
                 0
@@ -59,7 +90,7 @@ pub(super) async fn run(lane: Lane) {
         if claimed > 0 {
             continue; // more may be due right now
         }
-        let wait = idle_wait(&lane).await;
+        let wait = idle_wait(&lane, cursor.from).await;
         tokio::select! {
             () = lane.signal.notified() => {}
             () = tokio::time::sleep(wait) => {}
@@ -98,10 +129,11 @@ async fn capacity(
 }
 
 /// Claims as many due rows as there are slots and starts a call in each; returns how many.
-async fn claim_and_start(lane: &Lane, slots: Vec<Slot>) -> usize {
+async fn claim_and_start(lane: &Lane, slots: Vec<Slot>, cursor: &mut Cursor) -> usize {
     let token = Uuid::new_v4();
     let request = ClaimRequest {
         handler: &lane.handler.name,
+        from: cursor.next(lane.shared.settings.poll_interval),
         limit: i64::try_from(slots.len()).unwrap_or(i64::MAX),
         lease: lane.shared.settings.lease,
         token,
@@ -115,6 +147,7 @@ async fn claim_and_start(lane: &Lane, slots: Vec<Slot>) -> usize {
         }
     };
     let count = claimed.len();
+    cursor.claimed(&claimed);
     if let Ok(mut running) = lane.shared.running.lock() {
         running.extend(claimed.iter().map(|row| row.delivery_id));
     }
@@ -134,9 +167,14 @@ async fn claim_and_start(lane: &Lane, slots: Vec<Slot>) -> usize {
 
 /// How long to sleep when nothing was due: until the handler's next delivery is due, at most
 /// the poll interval.
-async fn idle_wait(lane: &Lane) -> Duration {
+async fn idle_wait(lane: &Lane, from: Option<DateTime<Utc>>) -> Duration {
     let poll = lane.shared.settings.poll_interval;
-    match lane.shared.store.next_due_in(&lane.handler.name).await {
+    match lane
+        .shared
+        .store
+        .next_due_in(&lane.handler.name, from)
+        .await
+    {
         Ok(Some(seconds)) if seconds <= 0.0 => CONTENDED_WAIT,
         Ok(Some(seconds)) => Duration::try_from_secs_f64(seconds)
             .unwrap_or(poll)

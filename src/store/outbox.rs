@@ -21,6 +21,8 @@ pub struct Claimed {
     pub handler: String,
     /// This attempt's number, starting at 1.
     pub attempts: i32,
+    /// When it was due: the claimer's next scan starts here (see [`ClaimRequest::from`]).
+    pub next_attempt_at: DateTime<Utc>,
     pub event_id: Uuid,
     pub environment: String,
     pub event_type: String,
@@ -36,6 +38,10 @@ pub struct Claimed {
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
     pub handler: &'a str,
+    /// Only rows due at or after this. Rows the claimer already took leave dead index entries
+    /// behind until VACUUM; a scan from the last claimed due time skips them, so a claim costs
+    /// the same at the end of a drained backlog as at its start. `None`: from the oldest.
+    pub from: Option<DateTime<Utc>>,
     pub limit: i64,
     pub lease: Duration,
     pub token: Uuid,
@@ -68,6 +74,7 @@ impl Store {
             "WITH due AS ( \
                  SELECT id FROM deliveries \
                  WHERE handler = $1 AND status = 'pending' AND next_attempt_at <= now() \
+                   AND next_attempt_at >= coalesce($6::timestamptz, '-infinity') \
                  ORDER BY next_attempt_at \
                  LIMIT $2 \
                  FOR UPDATE SKIP LOCKED \
@@ -77,9 +84,10 @@ impl Store {
                      lease_expires_at = now() + make_interval(secs => $4), \
                      attempt_started_at = now(), leased_by = $5, updated_at = now() \
                  FROM due WHERE d.id = due.id \
-                 RETURNING d.id, d.event_id, d.handler, d.attempts \
+                 RETURNING d.id, d.event_id, d.handler, d.attempts, d.next_attempt_at \
              ) \
-             SELECT c.id AS delivery_id, c.handler, c.attempts, e.id AS event_id, e.environment, \
+             SELECT c.id AS delivery_id, c.handler, c.attempts, c.next_attempt_at, \
+                    e.id AS event_id, e.environment, \
                     e.event_type, e.event, e.payment_id, e.source, e.raw_body, e.received_at \
              FROM claimed c JOIN events e ON e.id = c.event_id",
         )
@@ -88,18 +96,24 @@ impl Store {
         .bind(request.token)
         .bind(request.lease.as_secs_f64())
         .bind(request.worker)
+        .bind(request.from)
         .fetch_all(&self.pool)
         .await?)
     }
 
-    /// Seconds until the handler's next pending delivery is due (negative: due now); `None` when
-    /// nothing is pending. The first entry of `deliveries_due_by_handler`.
-    pub async fn next_due_in(&self, handler: &str) -> Result<Option<f64>, StoreError> {
+    /// Seconds until the handler's next pending delivery due at or after `from` is due (negative:
+    /// due now); `None` when there is none. The first such entry of `deliveries_due_by_handler`.
+    pub async fn next_due_in(
+        &self,
+        handler: &str,
+        from: Option<DateTime<Utc>>,
+    ) -> Result<Option<f64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now())::float8 FROM deliveries \
-             WHERE handler = $1 AND status = 'pending'",
+             WHERE handler = $1 AND status = 'pending' AND next_attempt_at >= coalesce($2::timestamptz, '-infinity')",
         )
         .bind(handler)
+        .bind(from)
         .fetch_one(&self.pool)
         .await?)
     }

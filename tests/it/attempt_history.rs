@@ -170,6 +170,7 @@ async fn a_vanished_worker_s_attempt_is_kept_as_lease_expired_and_a_replay_adds_
     let store = Store::new(pool.clone());
     let claim = ClaimRequest {
         handler: "audit",
+        from: None,
         limit: 1,
         lease: Duration::from_secs(1),
         token: Uuid::new_v4(),

@@ -218,6 +218,7 @@ async fn a_delivery_held_by_a_dead_worker_is_taken_again_after_its_lease(pool: P
     let dead_token = Uuid::new_v4();
     let claim = ClaimRequest {
         handler: "audit",
+        from: None,
         limit: 10,
         lease: Duration::from_secs(2),
         token: dead_token,
