@@ -405,3 +405,45 @@ async fn a_delivery_whose_notification_was_lost_is_found_by_polling(pool: PgPool
     .await;
     assert_eq!(calls.attempts_of(id), [1]);
 }
+
+#[sqlx::test]
+async fn a_delivery_due_before_the_last_one_claimed_is_still_found(pool: PgPool) {
+    // The lane's claims start at the last due time it took; a row that commits behind it (a long
+    // transaction) is found by the scan from the oldest, once per poll interval.
+    let (audit, calls) = scripted("audit", Route::all(), quick_retries(3), ok);
+    let set = set_of(vec![audit]);
+    let first = ingest(
+        &app_routing(pool.clone(), &set),
+        production(&fixture("test-created.json")),
+    )
+    .await;
+    let late = ingest(
+        &app(pool.clone()),
+        production(&fixture("receive-completed-bolt11.json")),
+    )
+    .await;
+    let (stop, task) = start_dispatcher(pool.clone(), set, fast_dispatch());
+    wait_for(
+        &pool,
+        "SELECT bool_and(status = 'succeeded') FROM deliveries",
+        Duration::from_secs(10),
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO deliveries (event_id, handler, next_attempt_at) VALUES ($1, 'audit', now() - interval '1 hour')",
+    )
+    .bind(late)
+    .execute(&pool)
+    .await
+    .unwrap();
+    wait_for(
+        &pool,
+        "SELECT count(*) = 2 FROM deliveries WHERE status = 'succeeded'",
+        Duration::from_secs(10),
+    )
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(calls.attempts_of(first), [1]);
+    assert_eq!(calls.attempts_of(late), [1]);
+}
