@@ -29,7 +29,6 @@ CREATE TABLE delivery_attempts (
     http_status  SMALLINT,
     error        TEXT,
     worker       TEXT        NOT NULL,
+    -- Also the index that lists a delivery's attempts and deletes them with it.
     CONSTRAINT delivery_attempts_once UNIQUE (delivery_id, lease_token)
 );
-
-CREATE INDEX delivery_attempts_of_delivery ON delivery_attempts (delivery_id, id);
