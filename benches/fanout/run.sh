@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Fan-out at ingest speed, as docs/performance.md reports it: in each round, the same load
+# (loadgen, 64 connections, 10 s) against
+#   ingest   one http handler, dispatch.enabled = false (the outbox row is written, nobody sends it)
+#   one      one http handler to a local sink (examples/sink.rs), dispatcher inside serve
+#   ingest10 ten http handlers, dispatch.enabled = false
+#   ten      ten http handlers, dispatcher inside serve
+# For each: req/s during the load, deliveries still undelivered when the load ends, the time until
+# every delivery succeeded, events per second over load + drain ("sustained"), and CPU per request
+# of the service and of all PostgreSQL processes (load + drain), from /proc.
+# usage: benches/fanout/run.sh [rounds=2] [seconds=10]
+# Needs: PostgreSQL on 127.0.0.1:5432 accepting postgres (database vw_fanout is created), psql.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-2}
+seconds=${2:-10}
+url=postgres://postgres@127.0.0.1:5432/vw_fanout
+bin=target/release/voltage-webhooks
+cargo build --release --quiet --bin voltage-webhooks --example sink
+target/release/examples/sink 127.0.0.1:18090 &
+sink=$!
+trap 'kill $sink 2>/dev/null || true' EXIT
+RUST_LOG=warn "$bin" --config benches/fanout/one.toml migrate
+
+ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_ticks() { local t=0; for p in $(pgrep -x postgres); do t=$((t + $(ticks "$p"))); done; echo "$t"; }
+undelivered() { psql -qAt "$url" -c "SELECT count(*) FROM deliveries WHERE status <> 'succeeded'"; }
+
+run() { # name config dispatch-enabled
+  local name=$1 config=$2 enabled=$3
+  psql -q "$url" -c 'TRUNCATE events, deliveries CASCADE' -c 'CHECKPOINT' >/dev/null 2>&1
+  VOLTAGE_WEBHOOKS_DISPATCH__ENABLED=$enabled RUST_LOG=warn "$bin" --config "$config" serve --no-migrate >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
+  local svc0 pg0 start report rps requests left drained=0 svc1 pg1
+  svc0=$(ticks "$pid"); pg0=$(pg_ticks); start=$(date +%s.%N)
+  report=$("$bin" --config "$config" loadgen --url http://127.0.0.1:18080 --environment production \
+    --concurrency 64 --duration "${seconds}s" || true)
+  rps=$(awk '/^requests/ {print $7}' <<<"$report")
+  requests=$(awk '/^requests/ {print $2}' <<<"$report")
+  left=$(undelivered)
+  if [ "$enabled" = true ]; then
+    while [ "$(undelivered)" != 0 ]; do sleep 0.2; done
+    drained=$(awk -v s="$start" -v e="$(date +%s.%N)" -v d="$seconds" 'BEGIN {printf "%.1f", e - s - d}')
+  fi
+  svc1=$(ticks "$pid"); pg1=$(pg_ticks)
+  kill -TERM "$pid"; wait "$pid" || true
+  local sustained
+  sustained=$(awk -v n="$requests" -v d="$seconds" -v x="$drained" 'BEGIN {printf "%.0f", n / (d + (x > 0 ? x : 0))}')
+  printf '%-8s %8s req/s  undelivered at the end of the load %7s  all delivered %5s s later  sustained %6s events/s  CPU/request: service %4.0f µs, PostgreSQL %4.0f µs\n' \
+    "$name" "$rps" "$left" "$drained" "$sustained" \
+    "$(awk -v a="$svc0" -v b="$svc1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
+    "$(awk -v a="$pg0" -v b="$pg1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')"
+}
+
+for round in $(seq "$rounds"); do
+  echo "round $round"
+  run ingest benches/fanout/one.toml false
+  run one benches/fanout/one.toml true
+  run ingest10 benches/fanout/ten.toml false
+  run ten benches/fanout/ten.toml true
+done
