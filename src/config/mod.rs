@@ -195,6 +195,14 @@ impl Config {
         crate::auth::parse_cidrs(&self.server.trusted_proxies)
             .map_err(|e| ConfigError::invalid("server.trusted_proxies", e))?;
         let (_, mut warnings) = self.retention_policy()?;
+        let concurrency: usize = self.handlers.iter().map(|h| h.concurrency).sum();
+        if concurrency > self.dispatch.max_in_flight {
+            warnings.push(format!(
+                "dispatch.max_in_flight ({}) is below the handlers' total concurrency ({concurrency}): \
+                 handlers whose slots are all busy can take the permits another handler needs",
+                self.dispatch.max_in_flight
+            ));
+        }
         let mut environments = Vec::new();
         let mut registrations = Vec::new();
         let mut owner_of_webhook: HashMap<Uuid, String> = HashMap::new();

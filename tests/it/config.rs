@@ -146,7 +146,8 @@ fn environment_names_outside_the_safe_alphabet_are_refused() {
 #[test]
 fn questionable_but_valid_settings_produce_warnings() {
     let toml = format!(
-        "{}\n[environments.staging]\norganization_id = \"b0684ab8-1130-46af-8f70-71519442f108\"\nenvironment_id = \"5f0e9a4c-1111-4b2a-9c3d-000000000002\"\n",
+        "[dispatch]\nmax_in_flight = 20\n[[handlers]]\nname = \"a\"\nkind = \"log\"\n[[handlers]]\nname = \"b\"\nkind = \"log\"\n\
+         {}\n[environments.staging]\norganization_id = \"b0684ab8-1130-46af-8f70-71519442f108\"\nenvironment_id = \"5f0e9a4c-1111-4b2a-9c3d-000000000002\"\n",
         with_webhooks(
             "[[environments.production.webhooks]]\nid = \"6f1c1f0e-8a57-4a53-b3b5-0c7f0e6f2a10\"\nsecrets = [{ value = \"vltg_1\" }, { value = \"vltg_2\" }, { value = \"vltg_3\" }]"
         )
@@ -157,6 +158,10 @@ fn questionable_but_valid_settings_produce_warnings() {
     assert!(all.contains("3 secrets"), "{all}");
     assert!(
         all.contains("environments.staging has no webhook registrations"),
+        "{all}"
+    );
+    assert!(
+        all.contains("dispatch.max_in_flight (20) is below the handlers' total concurrency (32)"),
         "{all}"
     );
 }
