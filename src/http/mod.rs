@@ -215,17 +215,18 @@ async fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such route")
 }
 
-/// The socket peer, or the client behind trusted proxies (see `auth::client_ip`).
+/// The socket peer, or the client behind trusted proxies (see `auth::client_ip`); `None` when it
+/// cannot be told, which every allow-list refuses. Header lines are passed as bytes: dropping one
+/// that is not visible ASCII would make the proxy itself look like the client.
 pub(crate) async fn caller_address(parts: &mut Parts, state: &AppState) -> Option<IpAddr> {
     let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
         .await
         .ok()?;
-    let peer = peer.ip();
-    let forwarded: Vec<&str> = parts
+    let forwarded: Vec<&[u8]> = parts
         .headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.as_bytes())
         .collect();
-    Some(client_ip(peer, &forwarded, &state.trusted_proxies))
+    client_ip(peer.ip(), &forwarded, &state.trusted_proxies)
 }

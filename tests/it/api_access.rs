@@ -269,3 +269,40 @@ async fn no_key_is_stored_in_clear_anywhere_in_the_database(pool: PgPool) {
 fn hex_of(key: &str) -> String {
     hex::encode(key.as_bytes())
 }
+
+#[sqlx::test]
+async fn a_forwarded_for_hop_that_is_not_text_never_makes_the_proxy_the_client(pool: PgPool) {
+    // A key for local callers only, behind a proxy on loopback: the proxy itself is "allowed".
+    let k = key(
+        &pool,
+        "local-only",
+        "production",
+        Permission::Read,
+        &["127.0.0.0/8"],
+    )
+    .await;
+    let via_proxy = api_from(pool.clone(), "127.0.0.1", &["127.0.0.0/8"]);
+    let with = |xff: &[u8]| {
+        let mut request = get(EVENTS, &k);
+        request.headers_mut().insert(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(xff).unwrap(),
+        );
+        request
+    };
+    // nginx's $proxy_add_x_forwarded_for appends the real client to whatever the client sent.
+    for xff in [
+        &b"\xff, 203.0.113.7"[..],
+        b"\xff",
+        b"203.0.113.7\xff",
+        b"junk",
+    ] {
+        let (status, body) = send(&via_proxy, with(xff)).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "ip_not_allowed"),
+            "{xff:?}"
+        );
+    }
+    assert_eq!(send(&via_proxy, with(b"127.0.0.9")).await.0, StatusCode::OK);
+}

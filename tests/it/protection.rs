@@ -75,6 +75,33 @@ async fn an_environment_allow_list_refuses_deliveries_from_elsewhere(pool: PgPoo
 }
 
 #[sqlx::test]
+async fn a_forwarded_for_hop_that_is_not_text_is_refused_by_an_environment_allow_list(
+    pool: PgPool,
+) {
+    // Deliveries only from loopback, behind a proxy on loopback: the proxy itself is "allowed".
+    let app = app_with(
+        pool.clone(),
+        r#"trusted_proxies = ["127.0.0.0/8"]"#,
+        r#""127.0.0.0/8""#,
+        "127.0.0.1",
+    );
+    for xff in [&b"\xff, 203.0.113.7"[..], b"\xff", b"junk"] {
+        let mut request = production(&fixture("test-created.json"));
+        request.headers_mut().insert(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(xff).unwrap(),
+        );
+        let (status, body) = send(&app, request).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "ip_not_allowed"),
+            "{xff:?}"
+        );
+    }
+    assert_nothing_written(&pool).await;
+}
+
+#[sqlx::test]
 async fn when_every_slot_is_taken_requests_are_shed_with_retry_after_and_health_still_answers(
     pool: PgPool,
 ) {
