@@ -35,7 +35,7 @@ pub use outbox::{ClaimRequest, Claimed, DeliveryState, OutboxStats, WAKE_CHANNEL
 pub use payments::KnownState;
 pub use quarantine::Quarantined;
 pub use queries::{EventQuery, EventSummary, FeedRow};
-pub use replay::{ReplayOutcome, RetryOutcome};
+pub use replay::{DeliveryRoute, ReplayOutcome, RetryOutcome};
 
 use crate::config::DatabaseConfig;
 

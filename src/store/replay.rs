@@ -19,6 +19,15 @@ pub enum ReplayOutcome {
     NotFound,
 }
 
+/// What decides whether a delivery may be retried: its handler and its event's route key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRoute {
+    pub handler: String,
+    pub environment: String,
+    pub event_type: String,
+    pub event: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryOutcome {
     Retried,
@@ -86,6 +95,30 @@ impl Store {
         tx.commit().await?;
         self.waker.wake(&self.pool);
         Ok(ReplayOutcome::Replayed { handlers: replayed })
+    }
+
+    /// The handler of a delivery of `environment` and its event's route key, to check the route.
+    pub async fn delivery_route(
+        &self,
+        environment: &str,
+        delivery_id: i64,
+    ) -> Result<Option<DeliveryRoute>, StoreError> {
+        let row: Option<(String, String, String, String)> = sqlx::query_as(
+            "SELECT d.handler, e.environment, e.event_type, e.event FROM deliveries d \
+             JOIN events e ON e.id = d.event_id WHERE d.id = $2 AND e.environment = $1",
+        )
+        .bind(environment)
+        .bind(delivery_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map(|(handler, environment, event_type, event)| DeliveryRoute {
+                handler,
+                environment,
+                event_type,
+                event,
+            }),
+        )
     }
 
     /// Gives a dead delivery a fresh set of attempts, due now.

@@ -331,3 +331,83 @@ async fn the_openapi_document_describes_every_route(pool: PgPool) {
         );
     }
 }
+
+/// `audit` takes everything; `prod-ledger` production only; `sends` only `send.*` events.
+fn routed_app(pool: PgPool) -> axum::Router {
+    use voltage_webhooks::handlers::{EventFilter, Route};
+    let route = |environments: Option<&[&str]>, filter: &str| Route {
+        environments: environments.map(|e| e.iter().map(|s| s.to_string()).collect()),
+        filters: vec![EventFilter::parse(filter).unwrap()],
+    };
+    api_routed(
+        pool,
+        vec![
+            ("audit".into(), Route::all()),
+            ("prod-ledger".into(), route(Some(&["production"]), "*")),
+            ("sends".into(), route(None, "send.*")),
+        ],
+    )
+}
+
+#[sqlx::test]
+async fn a_replay_goes_only_to_handlers_whose_route_matches_the_event(pool: PgPool) {
+    let w = key(&pool, "staging-w", "staging", Permission::Write, &[]).await;
+    let app = routed_app(pool.clone());
+    let id = stored(&app, staging(&test_event("staging"))).await;
+    let replay = format!("/v1/environments/staging/events/{id}/replay");
+    for other in ["prod-ledger", "sends"] {
+        let (status, body) = send(
+            &app,
+            post(&replay, &w, &format!(r#"{{"handlers":["{other}"]}}"#)),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "handler_not_subscribed"),
+            "{other}"
+        );
+    }
+    let handlers: Vec<String> = sqlx::query_scalar("SELECT handler FROM deliveries")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        handlers,
+        ["audit"],
+        "nothing enqueued for the refused handlers"
+    );
+    let (status, body) = send(&app, post(&replay, &w, r#"{"handlers":["audit"]}"#)).await;
+    assert_eq!(
+        (status, body["handlers"].clone()),
+        (StatusCode::ACCEPTED, serde_json::json!(["audit"]))
+    );
+}
+
+#[sqlx::test]
+async fn a_dead_delivery_to_a_handler_the_event_is_not_routed_to_is_not_retried(pool: PgPool) {
+    let w = key(&pool, "staging-w", "staging", Permission::Write, &[]).await;
+    let app = routed_app(pool.clone());
+    let id = stored(&app, staging(&test_event("staging"))).await;
+    // A row the event's route does not cover (written before routing was checked, or before a
+    // reload changed the route).
+    let stray: i64 = sqlx::query_scalar(
+        "INSERT INTO deliveries (event_id, handler, status, attempts, completed_at) \
+         VALUES ($1::uuid, 'prod-ledger', 'dead', 12, now()) RETURNING id",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let retry = format!("/v1/environments/staging/deliveries/{stray}/retry");
+    let (status, body) = send(&app, post(&retry, &w, "")).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "handler_not_subscribed")
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+        .bind(stray)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "dead");
+}

@@ -126,7 +126,7 @@ pub struct RetryResponse {
 /// Retry a dead delivery now, with a fresh set of attempts.
 #[utoipa::path(post, path = "/v1/environments/{environment}/deliveries/{delivery_id}/retry", tag = "deliveries",
     params(("environment" = String, Path), ("delivery_id" = i64, Path)),
-    responses((status = 202, body = RetryResponse), (status = 404), (status = 409)))]
+    responses((status = 202, body = RetryResponse), (status = 404), (status = 409), (status = 422)))]
 pub async fn retry(
     Writer(access): Writer,
     State(state): State<AppState>,
@@ -135,6 +135,20 @@ pub async fn retry(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::not_found("delivery_not_found", "no such delivery"))?;
+    // Only to a handler the event is routed to today (a reload may have narrowed the route).
+    let route = state
+        .store
+        .delivery_route(&access.environment, id)
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?;
+    if let Some(r) = &route {
+        let subscribed = state
+            .routing
+            .matching(&r.environment, &r.event_type, &r.event);
+        if !subscribed.contains(&r.handler) {
+            return Err(super::events::not_subscribed(&r.handler));
+        }
+    }
     match state
         .store
         .retry_delivery(&access.environment, id)

@@ -275,6 +275,9 @@ pub async fn replay(
     ))
 }
 
+/// The handlers a replay goes to: those named, each of which must be subscribed to the event (its
+/// route matches the event's environment and `type.event`), or every subscribed one. A write key
+/// of one environment must not reach a handler configured for another, or for other events.
 fn handlers_for(
     state: &AppState,
     e: &StoredEvent,
@@ -288,13 +291,13 @@ fn handlers_for(
             format!("no handler named {unknown:?}"),
         ));
     }
-    let handlers = if named.is_empty() {
-        state
-            .routing
-            .matching(&e.environment, &e.event_type, &e.event)
-    } else {
-        named
-    };
+    let subscribed = state
+        .routing
+        .matching(&e.environment, &e.event_type, &e.event);
+    if let Some(other) = named.iter().find(|n| !subscribed.contains(n)) {
+        return Err(not_subscribed(other));
+    }
+    let handlers = if named.is_empty() { subscribed } else { named };
     if handlers.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -303,4 +306,14 @@ fn handlers_for(
         ));
     }
     Ok(handlers)
+}
+
+pub(super) fn not_subscribed(handler: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "handler_not_subscribed",
+        format!(
+            "handler {handler:?} is not subscribed to this event (environment or event filter)"
+        ),
+    )
 }

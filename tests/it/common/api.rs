@@ -48,6 +48,14 @@ pub fn api_from(pool: PgPool, peer: &str, trusted_proxies: &[&str]) -> Router {
     router(state).layer(MockConnectInfo(peer))
 }
 
+/// The app from loopback with these handlers' routes.
+pub fn api_routed(pool: PgPool, routes: Vec<(String, Route)>) -> Router {
+    let mut state = super::state(pool);
+    state.routing = Arc::new(Routing::new(routes));
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    router(state).layer(MockConnectInfo(peer))
+}
+
 pub fn api(pool: PgPool) -> Router {
     api_from(pool, "127.0.0.1", &[])
 }
