@@ -1,8 +1,11 @@
 //! `POST /webhooks/{environment}`: the path of one delivery, in the order the contract prescribes.
 //!
-//! environment → content type → bounded body → verify (no parsing before) → parse → event header
-//! and scope → dedup key → one committed write → 200. Every refusal writes nothing, except an
-//! authentic body that is not an event: that one is quarantined.
+//! environment → allow-list → content type → headers present, registration known, timestamp in its
+//! window → bounded body → signature (no parsing before) → parse → event header and scope → dedup
+//! key → one committed write → 200. Everything that can be checked without the body is checked
+//! before a byte of it is read, so an unauthenticated caller cannot make the service buffer bodies
+//! without knowing a registration id. Every refusal writes nothing, except an authentic body that
+//! is not an event: that one is quarantined.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -90,6 +93,23 @@ async fn handle(
         ));
     }
     check_content_type(headers)?;
+    let unread = Delivery {
+        webhook_id: header_text(headers, headers::WEBHOOK_ID),
+        timestamp: header_text(headers, headers::TIMESTAMP),
+        signature: header_text(headers, headers::SIGNATURE),
+        body: &[],
+    };
+    if let Some(id) = unread.webhook_id {
+        Span::current().record("webhook_id", truncate(id, 64));
+    }
+    let now = (state.clock)();
+    let prechecked = verify::precheck(
+        &registry,
+        &env.name,
+        &unread,
+        now,
+        state.ingest.tolerance_secs,
+    )?;
     let body = tokio::time::timeout(
         state.ingest.body_read_timeout,
         read_bounded(body, headers, state.ingest.max_body_bytes),
@@ -103,24 +123,8 @@ async fn handle(
         )
     })??;
 
-    let delivery = Delivery {
-        webhook_id: header_text(headers, headers::WEBHOOK_ID),
-        timestamp: header_text(headers, headers::TIMESTAMP),
-        signature: header_text(headers, headers::SIGNATURE),
-        body: &body,
-    };
-    if let Some(id) = delivery.webhook_id {
-        Span::current().record("webhook_id", truncate(id, 64));
-    }
-    let now = (state.clock)();
     let started = Instant::now();
-    let verified = verify::verify(
-        &registry,
-        &env.name,
-        &delivery,
-        now,
-        state.ingest.tolerance_secs,
-    );
+    let verified = prechecked.check_signature(&body);
     metrics::histogram!(names::WEBHOOK_VERIFY_SECONDS, "environment" => env.name.clone())
         .record(started.elapsed().as_secs_f64());
     let verified = verified?;

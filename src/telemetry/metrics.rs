@@ -12,7 +12,8 @@ pub const WEBHOOK_REQUESTS: &str = "voltage_webhook_requests_total";
 /// Which secret position of which registration verified a delivery: when position 1 (the old secret
 /// of a rotation) stops appearing, it can be retired.
 pub const WEBHOOK_VERIFIED: &str = "voltage_webhook_verified_total";
-/// Time spent verifying a delivery (headers, window, every candidate HMAC).
+/// Time spent checking a delivery's signature against every candidate secret (the header checks
+/// run before the body is read and are not included).
 pub const WEBHOOK_VERIFY_SECONDS: &str = "voltage_webhook_verify_seconds";
 /// Time from handing an event to group commit until its batch committed.
 pub const WEBHOOK_WRITE_SECONDS: &str = "voltage_webhook_write_seconds";

@@ -74,16 +74,26 @@ pub struct Verified {
     pub timestamp: i64,
 }
 
-/// Checks one delivery in the order Voltage prescribes: headers present, registration known and in
-/// this environment, timestamp inside the window, then the signature against every candidate in
-/// constant time.
-pub fn verify(
-    registry: &Registry,
+/// What the headers alone establish: the registration is known and in this environment, the
+/// timestamp is inside the window. Checked before the body is read, so a request that cannot be
+/// authentic costs no buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Prechecked<'a> {
+    registration: &'a Registration,
+    timestamp_text: &'a str,
+    signature: &'a str,
+    timestamp: i64,
+}
+
+/// The header checks, in the order Voltage prescribes: headers present, registration known and in
+/// this environment, timestamp inside the window. The body is not needed (and not read) yet.
+pub fn precheck<'a>(
+    registry: &'a Registry,
     environment: &str,
-    delivery: &Delivery<'_>,
+    delivery: &Delivery<'a>,
     now: DateTime<Utc>,
     tolerance_secs: u64,
-) -> Result<Verified, VerifyError> {
+) -> Result<Prechecked<'a>, VerifyError> {
     let webhook_id = delivery
         .webhook_id
         .ok_or(VerifyError::MissingHeader(headers::WEBHOOK_ID))?;
@@ -104,16 +114,38 @@ pub fn verify(
 
     let timestamp = parse_timestamp(timestamp_text)?;
     check_window(timestamp, now, tolerance_secs)?;
-
-    let check = SignatureCheck::new(delivery.body, timestamp_text, signature);
-    let secret_index = check
-        .matching_index(&registration.secrets)
-        .ok_or(VerifyError::InvalidSignature)?;
-    Ok(Verified {
-        webhook_id: registration.id,
-        secret_index,
+    Ok(Prechecked {
+        registration,
+        timestamp_text,
+        signature,
         timestamp,
     })
+}
+
+impl Prechecked<'_> {
+    /// The signature over `body` against every candidate secret, in constant time.
+    pub fn check_signature(&self, body: &[u8]) -> Result<Verified, VerifyError> {
+        let check = SignatureCheck::new(body, self.timestamp_text, self.signature);
+        let secret_index = check
+            .matching_index(&self.registration.secrets)
+            .ok_or(VerifyError::InvalidSignature)?;
+        Ok(Verified {
+            webhook_id: self.registration.id,
+            secret_index,
+            timestamp: self.timestamp,
+        })
+    }
+}
+
+/// Checks one delivery whose body is at hand: [`precheck`], then the signature.
+pub fn verify(
+    registry: &Registry,
+    environment: &str,
+    delivery: &Delivery<'_>,
+    now: DateTime<Utc>,
+    tolerance_secs: u64,
+) -> Result<Verified, VerifyError> {
+    precheck(registry, environment, delivery, now, tolerance_secs)?.check_signature(delivery.body)
 }
 
 /// Voltage sends decimal digits only; signs, spaces or exponents are refused rather than guessed at.

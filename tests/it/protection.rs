@@ -101,6 +101,70 @@ async fn a_forwarded_for_hop_that_is_not_text_is_refused_by_an_environment_allow
     assert_nothing_written(&pool).await;
 }
 
+/// `request` with a body that never arrives: only checks that need no body can answer it.
+fn without_body(mut request: Request<Body>) -> Request<Body> {
+    request.headers_mut().remove("content-length");
+    *request.body_mut() = Body::from_stream(futures_util::stream::pending::<
+        Result<Vec<u8>, std::io::Error>,
+    >());
+    request
+}
+
+#[sqlx::test]
+async fn headers_registration_and_timestamp_are_checked_before_the_body_is_read(pool: PgPool) {
+    let app = app_with(
+        pool.clone(),
+        "body_read_timeout_ms = 60000",
+        "",
+        "127.0.0.1",
+    );
+    let body = fixture("test-created.json");
+    let mut unsigned = production(&body);
+    unsigned.headers_mut().remove("x-voltage-signature");
+    let unknown = delivery(
+        "production",
+        &uuid::Uuid::new_v4().to_string(),
+        NEW_SECRET,
+        &body,
+        now(),
+    );
+    let foreign = delivery("production", STAGING_WEBHOOK, STAGING_SECRET, &body, now());
+    let stale = delivery(
+        "production",
+        PRODUCTION_WEBHOOK,
+        NEW_SECRET,
+        &body,
+        now() - 3600,
+    );
+    for (request, expected) in [
+        (unsigned, "missing_header"),
+        (unknown, "unknown_webhook"),
+        (foreign, "wrong_environment"),
+        (stale, "stale_timestamp"),
+    ] {
+        // Before the fix each of these waited for the body (and got 408 after a minute).
+        let (status, response) = send(&app, without_body(request)).await;
+        assert_eq!(
+            (status, code(&response)),
+            (StatusCode::UNAUTHORIZED, expected)
+        );
+    }
+    assert_nothing_written(&pool).await;
+}
+
+#[sqlx::test]
+async fn the_default_body_limit_is_64_kib(pool: PgPool) {
+    let app = app_with(pool.clone(), "", "", "127.0.0.1");
+    let padding = "x".repeat(64 * 1024);
+    let body = format!(r#"{{"type":"test","detail":{{"event":"created","data":"{padding}"}}}}"#);
+    let (status, response) = send(&app, production(body.as_bytes())).await;
+    assert_eq!(
+        (status, code(&response)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    assert_nothing_written(&pool).await;
+}
+
 #[sqlx::test]
 async fn when_every_slot_is_taken_requests_are_shed_with_retry_after_and_health_still_answers(
     pool: PgPool,
