@@ -16,10 +16,11 @@ use std::sync::Arc;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderName, StatusCode};
+use axum::http::{header, HeaderName, StatusCode, Uri};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -34,6 +35,7 @@ pub use server::{bind, serve, ServerLimits};
 use crate::auth::client_ip;
 use crate::handlers::Routing;
 use crate::store::{GroupCommit, Store};
+use crate::telemetry::metrics as names;
 use crate::verify::Registry;
 
 /// The time source for the timestamp window; a fixed one lets tests replay recorded deliveries.
@@ -109,16 +111,26 @@ pub fn admin_router(state: AppState) -> Router {
 fn build_router(state: AppState, with_metrics: bool) -> Router {
     // Deliveries and the query API are limited; health and metrics stay answerable under overload,
     // so a load balancer does not eject a replica that is merely busy.
+    let registry = state.registry.clone();
     let limited = Router::new()
         .route("/webhooks/{environment}", post(ingest::receive))
         .merge(api::routes())
+        // `Router::layer` wraps each route on its own: the limit below is one semaphore shared by
+        // all of them (a per-route `concurrency_limit` would give every route its own slots).
         .layer(
             ServiceBuilder::new()
                 // Overload and timeouts become 503 with Retry-After: Voltage retries instead of waiting.
-                .layer(HandleErrorLayer::new(refuse))
+                .layer(HandleErrorLayer::new(
+                    move |uri: Uri, error: tower::BoxError| {
+                        let registry = registry.clone();
+                        async move { refuse(&registry.load(), &uri, error) }
+                    },
+                ))
                 // Refuse at once when every slot is taken, instead of queueing past Voltage's deadline.
                 .load_shed()
-                .concurrency_limit(state.limits.max_concurrent)
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    state.limits.max_concurrent,
+                ))
                 // A request never runs longer than this; one cut off here was not acknowledged.
                 .timeout(state.limits.request_timeout),
         );
@@ -132,8 +144,10 @@ fn build_router(state: AppState, with_metrics: bool) -> Router {
     apply_middleware(routes)
 }
 
-async fn refuse(error: tower::BoxError) -> ApiError {
-    if error.is::<tower::load_shed::error::Overloaded>() {
+/// A refusal by the limits, counted like any other: deliveries in `voltage_webhook_requests_total`
+/// (by environment when it is configured), API requests in `voltage_api_requests_refused_total`.
+fn refuse(registry: &Registry, uri: &Uri, error: tower::BoxError) -> ApiError {
+    let refusal = if error.is::<tower::load_shed::error::Overloaded>() {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -152,7 +166,27 @@ async fn refuse(error: tower::BoxError) -> ApiError {
             "internal",
             "internal error",
         )
+    };
+    match uri.path().strip_prefix("/webhooks/") {
+        Some(environment) => {
+            // The path is attacker-chosen: only a configured environment becomes a label.
+            let label = match registry.environment(environment) {
+                Some(env) => env.name.clone(),
+                None => "unknown".to_owned(),
+            };
+            ::metrics::counter!(names::WEBHOOK_REQUESTS, "environment" => label, "outcome" => refusal.code)
+                .increment(1);
+        }
+        None => {
+            ::metrics::counter!(names::API_REQUESTS_REFUSED, "outcome" => refusal.code).increment(1)
+        }
     }
+    tracing::warn!(
+        status = refusal.status.as_u16(),
+        code = refusal.code,
+        "request refused by the limits"
+    );
+    refusal
 }
 
 /// Concurrency and time limits of the request routes.

@@ -8,7 +8,10 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Deliveries received, by environment and outcome (`stored`, `duplicate`, or the refusal code).
+/// Refusals by the request limits (`overloaded`, `timeout`) are counted here too.
 pub const WEBHOOK_REQUESTS: &str = "voltage_webhook_requests_total";
+/// Query API requests the limits refused, by outcome (`overloaded`, `timeout`).
+pub const API_REQUESTS_REFUSED: &str = "voltage_api_requests_refused_total";
 /// Which secret position of which registration verified a delivery: when position 1 (the old secret
 /// of a rotation) stops appearing, it can be retired.
 pub const WEBHOOK_VERIFIED: &str = "voltage_webhook_verified_total";

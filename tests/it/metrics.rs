@@ -212,6 +212,73 @@ async fn the_metrics_reflect_a_known_sequence_of_requests_alone(pool: PgPool) {
     assert_eq!(value(&samples, "voltage_deliveries_dead", &[]), 0.0);
 }
 
+#[test]
+fn refusals_by_the_request_limits_are_counted() {
+    own_process::run(
+        "metrics::refusals_by_the_request_limits_are_counted",
+        refusals_by_the_request_limits_are_counted_alone,
+    );
+}
+
+async fn refusals_by_the_request_limits_are_counted_alone(pool: PgPool) {
+    let config = voltage_webhooks::config::Config::from_toml(&format!(
+        "[server]\nmax_concurrent_requests = 1\nrequest_timeout_ms = 1000\n{}",
+        config_toml()
+    ))
+    .unwrap();
+    let (registry, _) = config.resolve().unwrap();
+    let state = voltage_webhooks::app::app_state(&config, registry, Routing::default(), pool);
+    let app =
+        voltage_webhooks::http::router(state).layer(axum::extract::connect_info::MockConnectInfo(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 5000)),
+        ));
+    // A delivery whose body never arrives holds the only slot until the timeout cuts it off.
+    let stuck = || {
+        let mut request = production(b"");
+        request.headers_mut().remove("content-length");
+        *request.body_mut() = Body::from_stream(futures_util::stream::pending::<
+            Result<Vec<u8>, std::io::Error>,
+        >());
+        request
+    };
+    let holder = tokio::spawn(app.clone().oneshot(stuck()));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let shed = send(&app, production(&fixture("test-created.json"))).await;
+    assert_eq!(shed.0, StatusCode::SERVICE_UNAVAILABLE);
+    let api = send(
+        &app,
+        Request::get("/v1/environments/production/events")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(api.0, StatusCode::SERVICE_UNAVAILABLE);
+    let timed_out = holder.await.unwrap().unwrap();
+    assert_eq!(timed_out.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let samples = scrape(&app).await;
+    let requests = "voltage_webhook_requests_total";
+    for outcome in ["overloaded", "timeout"] {
+        assert_eq!(
+            value(
+                &samples,
+                requests,
+                &[("environment", "production"), ("outcome", outcome)]
+            ),
+            1.0,
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        value(
+            &samples,
+            "voltage_api_requests_refused_total",
+            &[("outcome", "overloaded")]
+        ),
+        1.0
+    );
+}
+
 async fn scrape(app: &axum::Router) -> Vec<Sample> {
     let response = app
         .clone()

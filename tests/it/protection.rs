@@ -202,6 +202,38 @@ async fn when_every_slot_is_taken_requests_are_shed_with_retry_after_and_health_
 }
 
 #[sqlx::test]
+async fn one_limit_counts_deliveries_and_api_requests_together(pool: PgPool) {
+    let k = crate::common::api::key(
+        &pool,
+        "reader",
+        "production",
+        voltage_webhooks::auth::Permission::Read,
+        &[],
+    )
+    .await;
+    let app = app_with(pool.clone(), "max_concurrent_requests = 2", "", "127.0.0.1");
+    let api_query = || crate::common::api::get("/v1/environments/production/events", &k);
+    assert_eq!(send(&app, api_query()).await.0, StatusCode::OK);
+    // Two deliveries whose bodies never arrive take both slots.
+    let holders = [
+        tokio::spawn(app.clone().oneshot(stuck())),
+        tokio::spawn(app.clone().oneshot(stuck())),
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = send(&app, api_query()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        "an API request must wait for the same slots as deliveries"
+    );
+    for holder in holders {
+        holder.abort();
+        let _ = holder.await;
+    }
+    assert_eq!(send(&app, api_query()).await.0, StatusCode::OK);
+}
+
+#[sqlx::test]
 async fn a_request_running_past_the_timeout_gets_503_and_nothing_is_stored(pool: PgPool) {
     let app = app_with(pool.clone(), "request_timeout_ms = 300", "", "127.0.0.1");
     let (status, body) = send(&app, stuck()).await;
