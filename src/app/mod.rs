@@ -137,6 +137,7 @@ pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: Pg
         trusted_proxies: Arc::new(
             crate::auth::parse_cidrs(&config.server.trusted_proxies).unwrap_or_default(),
         ),
+        probes: Arc::new(http::ProbeCache::default()),
     }
 }
 

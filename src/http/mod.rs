@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod ingest;
 mod metrics;
+mod probe_cache;
 mod server;
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +31,7 @@ use tracing::{Level, Span};
 pub use api::ApiDoc;
 pub use error::ApiError;
 pub use ingest::Accepted;
+pub use probe_cache::ProbeCache;
 pub use server::{bind, serve, ServerLimits};
 
 use crate::auth::client_ip;
@@ -70,6 +72,8 @@ pub struct AppState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Load balancers whose X-Forwarded-For is believed for allow-lists.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// `/readyz` and `/metrics` read the database through this, at most once a second.
+    pub probes: Arc<ProbeCache>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -295,3 +295,34 @@ async fn admin_listen_moves_metrics_off_the_public_listener(pool: PgPool) {
         .unwrap()
         .unwrap();
 }
+
+#[sqlx::test]
+async fn a_flood_of_readyz_and_metrics_reads_the_database_at_most_once_a_second(
+    options: sqlx::postgres::PgPoolOptions,
+    connect: sqlx::postgres::PgConnectOptions,
+) {
+    let target: SocketAddr = format!("127.0.0.1:{}", connect.get_port()).parse().unwrap();
+    let proxy = crate::common::proxy::Proxy::start(target).await;
+    let pool = crate::common::pool(options, connect.host("127.0.0.1").port(proxy.port)).await;
+    let app = app_with(pool, "", "", "127.0.0.1");
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    assert_eq!(send(&app, get("/readyz")).await.0, StatusCode::OK);
+    assert_eq!(send(&app, get("/metrics")).await.0, StatusCode::OK);
+    let warmed = std::time::Instant::now();
+    let before = proxy.client_reads();
+
+    let calls = (0..200).map(|i| {
+        let path = if i % 2 == 0 { "/readyz" } else { "/metrics" };
+        app.clone().oneshot(get(path))
+    });
+    for response in futures_util::future::join_all(calls).await {
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+    }
+    let reads = proxy.client_reads() - before;
+    // A refresh is three queries (readiness; pending and dead deliveries); one per second at most.
+    let seconds = warmed.elapsed().as_secs() as usize + 1;
+    assert!(
+        reads <= 3 * seconds,
+        "{reads} database round trips for 200 probe calls in {seconds} s"
+    );
+}
