@@ -31,7 +31,7 @@ fn error_of(toml: &str) -> String {
 fn defaults_apply_when_nothing_is_configured() {
     let config = Config::from_toml("").unwrap();
     assert_eq!(config.server.listen.port(), 8080);
-    assert_eq!(config.server.max_body_bytes, 262_144);
+    assert_eq!(config.server.max_body_bytes, 65_536);
     assert_eq!(config.server.timestamp_tolerance_secs, 300);
     assert_eq!(config.database.max_connections, 16);
     assert_eq!(config.database.acquire_timeout_ms, 2000);
