@@ -7,15 +7,17 @@ use serde::Deserialize;
 
 use super::{Config, ConfigError, HandlerConfig};
 use crate::dispatch::RetryPolicy;
-use crate::reconcile::{ApiKey, ReconcileSettings, Target, VoltageApi};
+use crate::reconcile::{ApiKey, ReconcileSettings, Target, Transport, VoltageApi};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileConfig {
     /// Sweep inside `serve` every environment that has a `voltage_api_key`.
     pub enabled: bool,
-    /// Voltage Payments API base URL.
+    /// Voltage Payments API base URL; `https://` (the API key travels with every request).
     pub base_url: String,
+    /// Accept an `http://` base URL: only for a local fake of the API (tests, development).
+    pub allow_plain_http: bool,
     pub interval_secs: u64,
     /// Payments per page (Voltage's list takes `limit`).
     pub page_size: u32,
@@ -54,12 +56,23 @@ impl Config {
         }
         let url = reqwest::Url::parse(&r.base_url)
             .map_err(|e| ConfigError::invalid("reconcile.base_url", e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid(
-                "reconcile.base_url",
-                "must be an http(s) URL",
-            ));
-        }
+        let transport = match url.scheme() {
+            "https" => Transport::HttpsOnly,
+            "http" if r.allow_plain_http => Transport::AllowPlainHttp,
+            "http" => {
+                return Err(ConfigError::invalid(
+                    "reconcile.base_url",
+                    "must be an https:// URL (the API key travels with every request); \
+                     set reconcile.allow_plain_http = true only for a local fake of the API",
+                ))
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    "reconcile.base_url",
+                    "must be an https:// URL",
+                ))
+            }
+        };
         let retry = RetryPolicy {
             max_attempts: r.max_attempts,
             base: Duration::from_millis(r.backoff_base_ms),
@@ -69,6 +82,7 @@ impl Config {
             &r.base_url,
             Duration::from_millis(r.request_timeout_ms),
             retry,
+            transport,
         )
         .map_err(|e| ConfigError::invalid("reconcile.base_url", e.to_string()))
     }

@@ -82,12 +82,30 @@ pub struct VoltageApi {
     retry: RetryPolicy,
 }
 
+/// Where the API key may be sent: `https://` only, unless plain HTTP is allowed for a local fake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    HttpsOnly,
+    /// `reconcile.allow_plain_http`: tests and local development against a fake API.
+    AllowPlainHttp,
+}
+
 impl VoltageApi {
-    pub fn new(base_url: &str, timeout: Duration, retry: RetryPolicy) -> reqwest::Result<Self> {
+    /// Redirects are never followed: reqwest strips `Authorization` on a cross-host redirect but
+    /// not `x-api-key`, so following one could hand the key to another host. A 3xx is a final
+    /// answer like any other status.
+    pub fn new(
+        base_url: &str,
+        timeout: Duration,
+        retry: RetryPolicy,
+        transport: Transport,
+    ) -> reqwest::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .user_agent(concat!("voltage-webhooks/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .https_only(transport == Transport::HttpsOnly)
                 .build()?,
             base_url: base_url.trim_end_matches('/').to_owned(),
             retry,

@@ -22,7 +22,7 @@ use axum::body::Bytes;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use serde_json::{json, Value};
 
-pub use client::{ApiError, ApiKey, Page, Target, VoltageApi};
+pub use client::{ApiError, ApiKey, Page, Target, Transport, VoltageApi};
 pub use run::run;
 
 use crate::event::Payload;

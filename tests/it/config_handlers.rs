@@ -126,3 +126,21 @@ fn reconciliation_and_retention_mistakes_are_named() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn the_payments_api_is_reached_over_https_unless_plain_http_is_allowed_explicitly() {
+    let plain = "[reconcile]\nbase_url = \"http://voltage.example/v1\"\n";
+    let config = Config::from_toml(&format!("{plain}{BASE}")).unwrap();
+    let e = config
+        .voltage_api()
+        .expect_err("http:// refused")
+        .to_string();
+    assert!(
+        e.contains("reconcile.base_url") && e.contains("https"),
+        "{e}"
+    );
+    let allowed = format!("{plain}allow_plain_http = true\n{BASE}");
+    assert!(Config::from_toml(&allowed).unwrap().voltage_api().is_ok());
+    let default = Config::from_toml(BASE).unwrap();
+    assert!(default.voltage_api().is_ok(), "the default URL is https");
+}

@@ -331,7 +331,7 @@ async fn the_reconcile_command_sweeps_once_and_reports(pool: PgPool) {
     fake.set_payments(vec![receive("completed", 10), receive("expired", 20)]);
     let database_url = url_of(&pool).await;
     let config = config_file(&format!(
-            "[reconcile]\nbase_url = \"{base}\"\nbackoff_base_ms = 5\n\
+            "[reconcile]\nbase_url = \"{base}\"\nallow_plain_http = true\nbackoff_base_ms = 5\n\
              [environments.production]\norganization_id = \"{ORGANIZATION}\"\n\
              environment_id = \"{ENVIRONMENT}\"\nvoltage_api_key = {{ env = \"VW_TEST_VOLTAGE_KEY\" }}\n\
              [environments.staging]\norganization_id = \"{ORGANIZATION}\"\nenvironment_id = \"{ORGANIZATION}\"\n"
@@ -386,7 +386,7 @@ async fn serve_sweeps_every_environment_with_a_key(pool: PgPool) {
     let port = crate::common::process::free_port();
     let config = config_file(&format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nenabled = false\n\
-             [reconcile]\nbase_url = \"{base}\"\ninterval_secs = 1\n\
+             [reconcile]\nbase_url = \"{base}\"\nallow_plain_http = true\ninterval_secs = 1\n\
              [environments.production]\norganization_id = \"{ORGANIZATION}\"\n\
              environment_id = \"{ENVIRONMENT}\"\nvoltage_api_key = {{ env = \"VW_TEST_VOLTAGE_KEY\" }}\n"
     ));
@@ -429,7 +429,7 @@ async fn sighup_replaces_the_api_key_without_a_restart(pool: PgPool) {
     let port = crate::common::process::free_port();
     let config = config_file(&format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nenabled = false\n\
-         [reconcile]\nbase_url = \"{base}\"\ninterval_secs = 1\n\
+         [reconcile]\nbase_url = \"{base}\"\nallow_plain_http = true\ninterval_secs = 1\n\
          [environments.production]\norganization_id = \"{ORGANIZATION}\"\n\
          environment_id = \"{ENVIRONMENT}\"\nvoltage_api_key = {{ file = \"{}\" }}\n",
         key_file.path().display()
@@ -479,4 +479,42 @@ async fn sighup_replaces_the_api_key_without_a_restart(pool: PgPool) {
     let _ = child.wait();
     assert!(still_running, "the same process, not a restart");
     assert_eq!(stored, 1, "the new key was used after SIGHUP");
+}
+
+#[tokio::test]
+async fn the_payments_api_client_never_follows_a_redirect_with_the_api_key() {
+    use axum::http::{HeaderMap, StatusCode};
+    // Another host (port) that records the x-api-key of whoever calls it.
+    let received: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = received.clone();
+    let elsewhere = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            let key = headers
+                .get("x-api-key")
+                .map(|v| v.to_str().unwrap().to_owned());
+            seen.lock().unwrap().push(key.unwrap_or_default());
+            "{}"
+        }
+    });
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_url = format!("http://{}", other.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(other, elsewhere).await.unwrap() });
+    let redirecting = axum::Router::new().fallback(move || {
+        let location = format!("{other_url}/steal");
+        async move { (StatusCode::TEMPORARY_REDIRECT, [("location", location)]) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirecting).await.unwrap() });
+
+    let outcome = client(&base, 1)
+        .list_payments(&target(API_KEY), None, 10)
+        .await;
+    assert!(outcome.is_err(), "a redirect is not a payments page");
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "the key went to another host: {:?}",
+        received.lock().unwrap()
+    );
 }

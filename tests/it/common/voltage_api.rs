@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use uuid::Uuid;
 use voltage_webhooks::dispatch::RetryPolicy;
-use voltage_webhooks::reconcile::{ApiKey, Target, VoltageApi};
+use voltage_webhooks::reconcile::{ApiKey, Target, Transport, VoltageApi};
 
 pub const API_KEY: &str = "vltg_api_TESTONLYreadKeyProduction0000";
 /// The production environment of `common::config_toml`.
@@ -181,7 +181,14 @@ pub fn client(base_url: &str, max_attempts: u32) -> VoltageApi {
         base: Duration::from_millis(5),
         cap: Duration::from_secs(5),
     };
-    VoltageApi::new(base_url, Duration::from_secs(5), retry).unwrap()
+    // The fake serves plain HTTP on loopback.
+    VoltageApi::new(
+        base_url,
+        Duration::from_secs(5),
+        retry,
+        Transport::AllowPlainHttp,
+    )
+    .unwrap()
 }
 
 /// The payment object of a fixture (what `GET …/payments/{id}` returns).
