@@ -18,6 +18,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, StatusCode, Uri};
+use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -212,6 +213,9 @@ const SENSITIVE_HEADERS: [HeaderName; 4] = [
 fn apply_middleware(routes: Router) -> Router {
     routes.layer(
         ServiceBuilder::new()
+            // A NUL byte can never be stored or matched (PostgreSQL text refuses it): refuse it as
+            // the input error it is, before a query turns it into a 503 clients would retry.
+            .layer(axum::middleware::from_fn(refuse_nul))
             // Mark credentials sensitive before any layer below can see (and log) them.
             .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE_HEADERS))
             // Give every request an id (or keep the caller's x-request-id).
@@ -247,6 +251,20 @@ fn request_span(request: &Request) -> Span {
         api_key_id = tracing::field::Empty,
         outcome = tracing::field::Empty,
     )
+}
+
+/// 400 for a URL whose path or query carries a percent-encoded NUL byte.
+async fn refuse_nul(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let uri = request.uri();
+    let has_nul = |text: &str| text.as_bytes().windows(3).any(|w| w == b"%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::bad_request(
+            "invalid_parameter",
+            "a path or query value contains a NUL byte (%00)",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

@@ -411,3 +411,29 @@ async fn a_dead_delivery_to_a_handler_the_event_is_not_routed_to_is_not_retried(
         .unwrap();
     assert_eq!(status, "dead");
 }
+
+#[sqlx::test]
+async fn a_nul_byte_in_a_path_or_query_value_is_a_400_not_a_503(pool: PgPool) {
+    let k = key(&pool, "r", "production", Permission::Read, &[]).await;
+    let app = api(pool.clone());
+    for path in [
+        "/payments/%00",
+        "/payments/abc%00def",
+        "/events?payment_id=%00",
+        "/events?type=%00",
+        "/events?event=x%00",
+        "/events/%00",
+        "/deliveries?handler=%00",
+    ] {
+        let response = app
+            .clone()
+            .oneshot(get(&format!("{ENV}{path}"), &k))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(response.headers().get("retry-after").is_none(), "{path}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(code(&body), "invalid_parameter", "{path}");
+    }
+}
