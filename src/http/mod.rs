@@ -108,6 +108,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::render))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state);
     apply_middleware(routes)
@@ -120,6 +121,8 @@ fn build_router(state: AppState, with_metrics: bool) -> Router {
     let limited = Router::new()
         .route("/webhooks/{environment}", post(ingest::receive))
         .merge(api::routes())
+        // Registered before the layers below wrap the routes: it applies to the routes so far.
+        .method_not_allowed_fallback(method_not_allowed)
         // `Router::layer` wraps each route on its own: the limit below is one semaphore shared by
         // all of them (a per-route `concurrency_limit` would give every route its own slots).
         .layer(
@@ -145,7 +148,11 @@ fn build_router(state: AppState, with_metrics: bool) -> Router {
     if with_metrics {
         routes = routes.route("/metrics", get(metrics::render));
     }
-    let routes = routes.merge(limited).fallback(not_found).with_state(state);
+    let routes = routes
+        .method_not_allowed_fallback(method_not_allowed)
+        .merge(limited)
+        .fallback(not_found)
+        .with_state(state);
     apply_middleware(routes)
 }
 
@@ -269,6 +276,15 @@ async fn refuse_nul(request: Request, next: axum::middleware::Next) -> axum::res
 
 async fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such route")
+}
+
+/// The route exists, the method does not: the documented error body; axum adds the `Allow` header.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept this method; the Allow header lists those it does",
+    )
 }
 
 /// The socket peer, or the client behind trusted proxies (see `auth::client_ip`); `None` when it

@@ -437,3 +437,38 @@ async fn a_nul_byte_in_a_path_or_query_value_is_a_400_not_a_503(pool: PgPool) {
         assert_eq!(code(&body), "invalid_parameter", "{path}");
     }
 }
+
+#[sqlx::test]
+async fn a_wrong_method_gets_405_with_the_error_body_and_an_allow_header(pool: PgPool) {
+    let k = key(&pool, "w", "production", Permission::Write, &[]).await;
+    let app = api(pool.clone());
+    for (method, path, allowed) in [
+        ("DELETE", format!("{ENV}/events"), "GET,HEAD"),
+        ("POST", format!("{ENV}/payments/p-1"), "GET,HEAD"),
+        ("GET", format!("{ENV}/deliveries/1/retry"), "POST"),
+        ("PUT", "/webhooks/production".to_owned(), "POST"),
+        ("POST", "/healthz".to_owned(), "GET,HEAD"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(&path)
+            .header("x-api-key", &k)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let allow = response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .replace(' ', "");
+        assert_eq!(allow, allowed, "{method} {path}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(code(&body), "method_not_allowed", "{method} {path}");
+        assert!(body["error"]["detail"].is_string());
+    }
+}
