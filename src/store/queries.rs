@@ -29,8 +29,12 @@ pub struct EventSummary {
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     pub environment: String,
-    pub event_type: Option<String>,
-    pub event: Option<String>,
+    /// Any of these types; empty: every type.
+    pub event_types: Vec<String>,
+    /// Any of these events; empty: every event.
+    pub events: Vec<String>,
+    /// `webhook` or `reconciliation`.
+    pub source: Option<String>,
     pub payment_id: Option<String>,
     pub received_after: Option<DateTime<Utc>>,
     pub received_before: Option<DateTime<Utc>>,
@@ -56,14 +60,18 @@ impl Store {
         let mut sql: QueryBuilder<Postgres> =
             QueryBuilder::new(format!("SELECT {SUMMARY} FROM events WHERE environment = "));
         sql.push_bind(&q.environment);
-        let optional = [
-            ("event_type", &q.event_type),
-            ("event", &q.event),
-            ("payment_id", &q.payment_id),
-        ];
+        let optional = [("source", &q.source), ("payment_id", &q.payment_id)];
         for (column, value) in optional {
             if let Some(value) = value {
                 sql.push(format!(" AND {column} = ")).push_bind(value);
+            }
+        }
+        let any_of = [("event_type", &q.event_types), ("event", &q.events)];
+        for (column, values) in any_of {
+            if !values.is_empty() {
+                sql.push(format!(" AND {column} = ANY("))
+                    .push_bind(values)
+                    .push(")");
             }
         }
         if let Some(t) = q.received_after {

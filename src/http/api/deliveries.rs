@@ -17,6 +17,7 @@ const STATUSES: [&str; 4] = ["pending", "in_flight", "succeeded", "dead"];
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DeliveryParams {
     /// `pending`, `in_flight`, `succeeded` or `dead`.
     pub status: Option<String>,
@@ -129,6 +130,7 @@ pub struct RetryResponse {
     responses((status = 202, body = RetryResponse), (status = 404), (status = 409), (status = 422)))]
 pub async fn retry(
     Writer(access): Writer,
+    _: super::NoQuery,
     State(state): State<AppState>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<RetryResponse>), ApiError> {

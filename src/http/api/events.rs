@@ -15,17 +15,21 @@ use uuid::Uuid;
 
 use super::access::{Reader, Writer};
 use super::cursor;
+use super::NoQuery;
 use crate::http::{ApiError, AppState};
 use crate::store::{DeliveryState, EventQuery, EventSummary, ReplayOutcome, StoredEvent};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// `send`, `receive`, `test`, ...
+    /// `send`, `receive`, `test`, ...; several, comma-separated, match any of them.
     #[serde(rename = "type")]
     pub event_type: Option<String>,
-    /// `completed`, `failed`, ...
+    /// `completed`, `failed`, ...; several, comma-separated, match any of them.
     pub event: Option<String>,
+    /// `webhook` (delivered by Voltage) or `reconciliation` (recovered by a sweep).
+    pub source: Option<String>,
     pub payment_id: Option<String>,
     /// RFC 3339; exclusive.
     pub received_after: Option<DateTime<Utc>>,
@@ -42,8 +46,13 @@ pub struct ListParams {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventSummary>,
-    /// Absent on the last page.
+    /// The next page's cursor; absent on the last page.
     pub next_cursor: Option<String>,
+    /// The position after this page's last event (or the request's cursor when the page is
+    /// empty), on every page including the last: with `order=asc`, a caller that reached the end
+    /// resumes from here later and gets what arrived since. Absent only when nothing was listed
+    /// and no cursor was given.
+    pub resume_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -112,6 +121,14 @@ pub async fn list(
         }
     };
     let limit = super::page_limit(params.limit)?;
+    if let Some(source) = params.source.as_deref() {
+        if !["webhook", "reconciliation"].contains(&source) {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("source {source:?}: use webhook or reconciliation"),
+            ));
+        }
+    }
     let after = params
         .cursor
         .as_deref()
@@ -119,8 +136,9 @@ pub async fn list(
         .transpose()?;
     let query = EventQuery {
         environment: access.environment,
-        event_type: params.event_type,
-        event: params.event,
+        event_types: super::list_param("type", params.event_type.as_deref())?,
+        events: super::list_param("event", params.event.as_deref())?,
+        source: params.source,
         payment_id: params.payment_id,
         received_after: params.received_after,
         received_before: params.received_before,
@@ -134,16 +152,15 @@ pub async fn list(
         .await
         .map_err(|e| ApiError::unavailable_because(&e))?;
     let more = super::close_page(&mut events, limit);
-    let next_cursor = more
-        .then(|| {
-            events
-                .last()
-                .map(|e| cursor::encode_page(ascending, e.received_at, e.id))
-        })
-        .flatten();
+    let resume_cursor = events
+        .last()
+        .map(|e| cursor::encode_page(ascending, e.received_at, e.id))
+        .or(params.cursor);
+    let next_cursor = if more { resume_cursor.clone() } else { None };
     Ok(Json(EventPage {
         events,
         next_cursor,
+        resume_cursor,
     }))
 }
 
@@ -153,6 +170,7 @@ pub async fn list(
     responses((status = 200, body = EventDetail), (status = 404)))]
 pub async fn get(
     Reader(access): Reader,
+    _: NoQuery,
     State(state): State<AppState>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<EventDetail>, ApiError> {
@@ -171,6 +189,7 @@ pub async fn get(
     responses((status = 200, content_type = "application/json", body = Vec<u8>), (status = 404)))]
 pub async fn raw(
     Reader(access): Reader,
+    _: NoQuery,
     State(state): State<AppState>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -184,6 +203,7 @@ pub async fn raw(
     responses((status = 200, body = Vec<DeliveryState>), (status = 404)))]
 pub async fn deliveries(
     Reader(access): Reader,
+    _: NoQuery,
     State(state): State<AppState>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Vec<DeliveryState>>, ApiError> {
@@ -221,6 +241,7 @@ pub struct ReplayResponse {
     responses((status = 202, body = ReplayResponse), (status = 404), (status = 422)))]
 pub async fn replay(
     Writer(access): Writer,
+    _: NoQuery,
     State(state): State<AppState>,
     Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,

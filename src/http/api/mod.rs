@@ -38,6 +38,42 @@ use super::{ApiError, AppState};
 )]
 pub struct ApiDoc;
 
+/// For routes that take no query parameters: any parameter is refused with 400, as on the routes
+/// that take some (a misspelled filter must not silently return everything).
+#[derive(Debug, Clone, Copy)]
+pub struct NoQuery;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        match parts.uri.query() {
+            Some(query) if !query.is_empty() => Err(ApiError::bad_request(
+                "invalid_parameter",
+                "this route takes no query parameters",
+            )),
+            _ => Ok(Self),
+        }
+    }
+}
+
+/// A comma-separated list of values (`type=send,receive`); empty items are refused.
+fn list_param(name: &str, value: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let items: Vec<String> = value.split(',').map(str::to_owned).collect();
+    if items.iter().any(String::is_empty) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("{name}: a comma-separated list of values, none empty"),
+        ));
+    }
+    Ok(items)
+}
+
 /// The largest page any listing returns.
 const MAX_PAGE: i64 = 500;
 

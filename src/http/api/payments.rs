@@ -46,6 +46,7 @@ pub struct PaymentState {
     responses((status = 200, body = PaymentState), (status = 404)))]
 pub async fn get(
     Reader(access): Reader,
+    _: super::NoQuery,
     State(state): State<AppState>,
     Path((_, payment_id)): Path<(String, String)>,
 ) -> Result<Json<PaymentState>, ApiError> {

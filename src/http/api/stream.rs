@@ -25,6 +25,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct StreamParams {
     /// Resume after this event's `id:` (also accepted as the `Last-Event-ID` header).
     pub after: Option<String>,
