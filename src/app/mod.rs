@@ -132,12 +132,14 @@ pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: Pg
         limits: http::RequestLimits {
             max_concurrent: config.server.max_concurrent_requests,
             request_timeout: std::time::Duration::from_millis(config.server.request_timeout_ms),
+            max_streams_per_key: config.server.max_streams_per_api_key,
         },
         // Validated by `Config::resolve`, which every command runs first.
         trusted_proxies: Arc::new(
             crate::auth::parse_cidrs(&config.server.trusted_proxies).unwrap_or_default(),
         ),
         probes: Arc::new(http::ProbeCache::default()),
+        streams: Arc::new(http::StreamSlots::default()),
     }
 }
 

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// A request taking longer gets 503 (a delivery cut off here was not acknowledged).
     pub request_timeout_ms: u64,
+    /// Event streams one API key may hold open at once; more get 429. A stream outlives its
+    /// request (the concurrency limit counts it only until its headers are sent), so this is what
+    /// bounds the polling one key can cause.
+    pub max_streams_per_api_key: usize,
 }
 
 /// SIGTERM/SIGINT: `/readyz` turns 503, the process waits `drain_delay_ms` for the load balancer to
@@ -180,6 +184,10 @@ impl Config {
             (
                 "server.max_concurrent_requests",
                 self.server.max_concurrent_requests,
+            ),
+            (
+                "server.max_streams_per_api_key",
+                self.server.max_streams_per_api_key,
             ),
         ] {
             if value == 0 {

@@ -29,7 +29,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
-pub use api::ApiDoc;
+pub use api::{ApiDoc, StreamSlots};
 pub use error::ApiError;
 pub use ingest::Accepted;
 pub use probe_cache::ProbeCache;
@@ -75,6 +75,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// `/readyz` and `/metrics` read the database through this, at most once a second.
     pub probes: Arc<ProbeCache>,
+    /// The event streams open now, by API key.
+    pub streams: Arc<StreamSlots>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -206,6 +208,8 @@ fn refuse(registry: &Registry, uri: &Uri, error: tower::BoxError) -> ApiError {
 pub struct RequestLimits {
     pub max_concurrent: usize,
     pub request_timeout: std::time::Duration,
+    /// Event streams one API key may hold open at once.
+    pub max_streams_per_key: usize,
 }
 
 /// Credentials that must never reach a log line, even at DEBUG where headers are logged.

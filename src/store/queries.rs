@@ -149,15 +149,14 @@ impl Store {
 
     /// The oldest position a new stream starts after: everything older is history.
     pub async fn feed_start(&self) -> Result<String, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        let mut tx = self.pool.begin().await?;
+        let horizon = feed_horizon(&mut tx).await?;
+        tx.commit().await?;
+        Ok(horizon)
     }
 
-    /// Events after `(txid, id)`, in commit-safe order: only rows below the oldest transaction still
-    /// running, so no row can later appear before a position already handed out.
+    /// Events after `(txid, id)`, in commit-safe order: only rows below the horizon (see
+    /// [`feed_horizon`]), so no row can later appear before a position already handed out.
     pub async fn feed_after(
         &self,
         environment: &str,
@@ -165,17 +164,71 @@ impl Store {
         id: Uuid,
         limit: i64,
     ) -> Result<Vec<FeedRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = self.pool.begin().await?;
+        let horizon = feed_horizon(&mut tx).await?;
+        // Read with the snapshot the horizon was computed against (repeatable read).
+        let rows = sqlx::query_as(&format!(
             "SELECT txid::text AS txid, {SUMMARY} FROM events \
-             WHERE environment = $1 AND (txid, id) > ($2::xid8, $3) \
-               AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             WHERE environment = $1 AND (txid, id) > ($2::xid8, $3) AND txid < $5::xid8 \
              ORDER BY txid, id LIMIT $4"
         ))
         .bind(environment)
         .bind(txid)
         .bind(id)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .bind(&horizon)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
+}
+
+/// The stream's visibility horizon: the oldest transaction that may still add an event, or, if
+/// none, the next transaction id. Rows below it are final. Runs at the start of `tx`, which it
+/// makes repeatable read, so later statements of `tx` see exactly the snapshot it judged.
+///
+/// `pg_snapshot_xmin` alone is the oldest transaction running anywhere in the cluster: any open
+/// write transaction (in another database, on another table) held every stream back for as long
+/// as it stayed open. Here a transaction running at the snapshot counts only if it
+/// - holds a write lock on `events` in this database when `pg_locks` is read just after, or
+/// - is no longer running when its status is read after that (it ended in between: it may have
+///   written an event the snapshot does not see, so the horizon waits one poll for it).
+///
+/// A transaction still running without that lock can never insert an event, because every
+/// statement that inserts events (the group-commit batch: one statement, its own transaction) takes
+/// the lock when it is planned, before its transaction id is assigned. Keep it so: a transaction
+/// that writes elsewhere first and inserts events later would break the feed.
+///
+/// `pg_locks` names transactions by their 32-bit id; they are matched to the snapshot's 64-bit
+/// ids by the low 32 bits (a false match only lowers the horizon, which is safe).
+async fn feed_horizon(tx: &mut sqlx::PgConnection) -> Result<String, StoreError> {
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    // The snapshot is taken as this statement starts, and pg_locks is read while it runs: after.
+    let (snapshot, writers): (String, Vec<String>) = sqlx::query_as(
+        "SELECT pg_current_snapshot()::text, coalesce(array( \
+             SELECT x.transactionid::text FROM pg_locks r \
+             JOIN pg_locks x ON x.virtualtransaction = r.virtualtransaction \
+                 AND x.locktype = 'transactionid' AND x.granted \
+             WHERE r.locktype = 'relation' AND r.granted \
+               AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND r.relation = 'events'::regclass \
+               AND r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', \
+                              'AccessExclusiveLock')), '{}')",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    // Statuses are read after pg_locks, in a statement of their own.
+    Ok(sqlx::query_scalar(
+        "SELECT least(pg_snapshot_xmax($1::pg_snapshot), ( \
+             SELECT min(x) FROM pg_snapshot_xip($1::pg_snapshot) AS x \
+             WHERE (x::text::numeric % 4294967296)::text = ANY($2) \
+                OR pg_xact_status(x) IS DISTINCT FROM 'in progress')::xid8)::text",
+    )
+    .bind(&snapshot)
+    .bind(&writers)
+    .fetch_one(&mut *tx)
+    .await?)
 }

@@ -14,6 +14,8 @@ use crate::http::{ApiError, AppState};
 #[derive(Debug, Clone)]
 pub struct Access {
     pub environment: String,
+    /// The key's id (stable across requests; never the key): what per-key limits count by.
+    pub key_id: uuid::Uuid,
 }
 
 /// Any valid key of the environment (every GET).
@@ -97,7 +99,10 @@ async fn authorize(
     }
     // Which key did what: the request span (and so every line logged under it) names it.
     tracing::Span::current().record("api_key_id", tracing::field::display(record.id));
-    Ok(Access { environment })
+    Ok(Access {
+        environment,
+        key_id: record.id,
+    })
 }
 
 async fn path_environment(parts: &mut Parts, state: &AppState) -> Result<String, ApiError> {

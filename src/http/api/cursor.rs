@@ -55,7 +55,9 @@ pub fn decode_feed(cursor: &str) -> Result<(String, Uuid), ApiError> {
     let (Some("f1"), Some(txid), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(invalid());
     };
-    if txid.is_empty() || !txid.bytes().all(|b| b.is_ascii_digit()) {
+    // xid8 is an unsigned 64-bit number: a position past it can never be reached.
+    if txid.is_empty() || !txid.bytes().all(|b| b.is_ascii_digit()) || txid.parse::<u64>().is_err()
+    {
         return Err(invalid());
     }
     Ok((txid.to_owned(), Uuid::parse_str(id).map_err(|_| invalid())?))
@@ -76,5 +78,7 @@ mod tests {
         let feed = encode_feed("123", id);
         assert_eq!(decode_feed(&feed).expect("decodes"), ("123".to_owned(), id));
         assert!(decode_feed(&encode_feed("1;DROP", id)).is_err());
+        assert!(decode_feed(&encode_feed("18446744073709551615", id)).is_ok());
+        assert!(decode_feed(&encode_feed("18446744073709551616", id)).is_err());
     }
 }

@@ -9,6 +9,8 @@ mod events;
 mod payments;
 mod stream;
 
+pub use stream::StreamSlots;
+
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use utoipa::OpenApi;

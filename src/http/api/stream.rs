@@ -2,13 +2,14 @@
 //! stored, by any replica. Driven by the database (the feed is read in commit-safe order), so it
 //! needs no in-process channel; resumable with `?after=` or `Last-Event-ID`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -31,7 +32,55 @@ pub struct StreamParams {
     pub after: Option<String>,
 }
 
+/// Open streams by API key id. A stream holds its [`StreamSlot`] for as long as the client
+/// stays connected: the slot is released when the response body is dropped.
+#[derive(Debug, Default)]
+pub struct StreamSlots {
+    open: std::sync::Mutex<HashMap<Uuid, usize>>,
+}
+
+impl StreamSlots {
+    fn take(self: &Arc<Self>, key: Uuid, max: usize) -> Option<StreamSlot> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            slots: self.clone(),
+            key,
+        })
+    }
+}
+
+struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    key: Uuid,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 struct Feed {
+    /// Held while the stream lives.
+    _slot: StreamSlot,
     store: Store,
     environment: String,
     position: (String, Uuid),
@@ -42,7 +91,8 @@ struct Feed {
 #[utoipa::path(get, path = "/v1/environments/{environment}/events/stream", tag = "events",
     params(("environment" = String, Path), StreamParams,
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this id")),
-    responses((status = 200, content_type = "text/event-stream", description = "events as they are stored")))]
+    responses((status = 200, content_type = "text/event-stream", description = "events as they are stored"),
+        (status = 400), (status = 429)))]
 pub async fn stream(
     Reader(access): Reader,
     State(state): State<AppState>,
@@ -50,6 +100,19 @@ pub async fn stream(
     query: Result<Query<StreamParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(params) = query.map_err(query_error)?;
+    let slot = state
+        .streams
+        .take(access.key_id, state.limits.max_streams_per_key)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "this API key already has {} event streams open; close one first",
+                    state.limits.max_streams_per_key
+                ),
+            )
+        })?;
     let resume = params.after.or_else(|| {
         headers
             .get("last-event-id")
@@ -68,6 +131,7 @@ pub async fn stream(
         ),
     };
     let feed = Feed {
+        _slot: slot,
         store: state.store.clone(),
         environment: access.environment,
         position,
