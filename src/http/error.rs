@@ -5,7 +5,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use crate::event::PayloadError;
 use crate::verify::VerifyError;
@@ -74,9 +73,29 @@ impl From<PayloadError> for ApiError {
     }
 }
 
+/// `{"error": {"code": "...", "detail": "..."}}`, the body of every error answer; the OpenAPI
+/// document's schema of it is derived from this type.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: branch on this.
+    pub code: &'static str,
+    /// For people; may change.
+    pub detail: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "detail": self.detail}}));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                detail: self.detail,
+            },
+        });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response

@@ -4,7 +4,7 @@
 //! and `store`, and their typed outcomes into status codes; it holds no business rules of its own.
 
 mod api;
-mod error;
+pub(crate) mod error;
 mod health;
 mod ingest;
 mod metrics;

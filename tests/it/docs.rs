@@ -205,3 +205,50 @@ async fn the_committed_openapi_document_is_the_one_served(pool: PgPool) {
          regenerate it with `{REGENERATE}` and commit it"
     );
 }
+
+/// What `openapi-spec-validator` and schemathesis (`.ci/check-openapi.sh`) need from the document,
+/// checked without them: ids are unique, every operation names the `x-api-key` scheme and
+/// documents its error answers with the error body, and the raw body is JSON, not integers.
+#[test]
+fn the_openapi_document_is_complete_for_validators_and_generated_clients() {
+    use voltage_webhooks::http::ApiDoc;
+    let doc = serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"],
+        serde_json::json!({"type": "apiKey", "in": "header", "name": "x-api-key",
+            "description": "a key of the path's environment (`voltage-webhooks api-key create`)"})
+    );
+    let mut ids = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+            assert_eq!(
+                operation["security"],
+                serde_json::json!([{"api_key": []}]),
+                "{method} {path}"
+            );
+            let responses = operation["responses"].as_object().unwrap();
+            for status in ["400", "401", "403", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path}: no {status}"
+                );
+            }
+            for (status, response) in responses {
+                if !status.starts_with('2') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    let raw = &doc["paths"]["/v1/environments/{environment}/events/{event_id}/raw"]["get"];
+    assert_eq!(
+        raw["responses"]["200"]["content"]["application/json"]["schema"],
+        serde_json::json!({"type": "object"})
+    );
+}

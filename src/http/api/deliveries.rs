@@ -20,10 +20,12 @@ const STATUSES: [&str; 4] = ["pending", "in_flight", "succeeded", "dead"];
 #[serde(deny_unknown_fields)]
 pub struct DeliveryParams {
     /// `pending`, `in_flight`, `succeeded` or `dead`.
+    #[param(value_type = Option<super::doc::DeliveryStatus>)]
     pub status: Option<String>,
     /// `next_after` of the previous page.
     pub after: Option<i64>,
     /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -33,7 +35,7 @@ pub struct DeliveryPage {
     pub next_after: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/v1/environments/{environment}/deliveries", tag = "deliveries",
+#[utoipa::path(get, path = "/v1/environments/{environment}/deliveries", operation_id = "list_deliveries", tag = "deliveries",
     params(("environment" = String, Path), DeliveryParams),
     responses((status = 200, body = DeliveryPage), (status = 400)))]
 pub async fn list(
@@ -125,7 +127,7 @@ pub struct RetryResponse {
 }
 
 /// Retry a dead delivery now, with a fresh set of attempts.
-#[utoipa::path(post, path = "/v1/environments/{environment}/deliveries/{delivery_id}/retry", tag = "deliveries",
+#[utoipa::path(post, path = "/v1/environments/{environment}/deliveries/{delivery_id}/retry", operation_id = "retry_delivery", tag = "deliveries",
     params(("environment" = String, Path), ("delivery_id" = i64, Path)),
     responses((status = 202, body = RetryResponse), (status = 404), (status = 409), (status = 422)))]
 pub async fn retry(

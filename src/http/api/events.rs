@@ -29,6 +29,7 @@ pub struct ListParams {
     /// `completed`, `failed`, ...; several, comma-separated, match any of them.
     pub event: Option<String>,
     /// `webhook` (delivered by Voltage) or `reconciliation` (recovered by a sweep).
+    #[param(value_type = Option<super::doc::Source>)]
     pub source: Option<String>,
     pub payment_id: Option<String>,
     /// RFC 3339; exclusive.
@@ -36,8 +37,10 @@ pub struct ListParams {
     /// RFC 3339; exclusive.
     pub received_before: Option<DateTime<Utc>>,
     /// `desc` (default) or `asc`, by time received.
+    #[param(value_type = Option<super::doc::Order>)]
     pub order: Option<String>,
     /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -101,7 +104,7 @@ async fn load(state: &AppState, environment: &str, id: &str) -> Result<StoredEve
 }
 
 /// List events, newest first by default; pages are stable while new events arrive.
-#[utoipa::path(get, path = "/v1/environments/{environment}/events", tag = "events",
+#[utoipa::path(get, path = "/v1/environments/{environment}/events", operation_id = "list_events", tag = "events",
     params(("environment" = String, Path), ListParams),
     responses((status = 200, body = EventPage), (status = 400), (status = 401), (status = 403)))]
 pub async fn list(
@@ -165,7 +168,7 @@ pub async fn list(
 }
 
 /// One event: metadata and the parsed payload.
-#[utoipa::path(get, path = "/v1/environments/{environment}/events/{event_id}", tag = "events",
+#[utoipa::path(get, path = "/v1/environments/{environment}/events/{event_id}", operation_id = "get_event", tag = "events",
     params(("environment" = String, Path), ("event_id" = Uuid, Path)),
     responses((status = 200, body = EventDetail), (status = 404)))]
 pub async fn get(
@@ -184,9 +187,10 @@ pub async fn get(
 }
 
 /// The exact bytes Voltage signed, byte for byte.
-#[utoipa::path(get, path = "/v1/environments/{environment}/events/{event_id}/raw", tag = "events",
+#[utoipa::path(get, path = "/v1/environments/{environment}/events/{event_id}/raw", operation_id = "get_event_raw", tag = "events",
     params(("environment" = String, Path), ("event_id" = Uuid, Path)),
-    responses((status = 200, content_type = "application/json", body = Vec<u8>), (status = 404)))]
+    responses((status = 200, content_type = "application/json", body = Object,
+        description = "the body exactly as Voltage signed it: any JSON, byte for byte"), (status = 404)))]
 pub async fn raw(
     Reader(access): Reader,
     _: NoQuery,
@@ -198,7 +202,7 @@ pub async fn raw(
 }
 
 /// Each handler's delivery state for the event.
-#[utoipa::path(get, path = "/v1/environments/{environment}/events/{event_id}/deliveries", tag = "events",
+#[utoipa::path(get, path = "/v1/environments/{environment}/events/{event_id}/deliveries", operation_id = "list_event_deliveries", tag = "events",
     params(("environment" = String, Path), ("event_id" = Uuid, Path)),
     responses((status = 200, body = Vec<DeliveryState>), (status = 404)))]
 pub async fn deliveries(
@@ -234,7 +238,7 @@ pub struct ReplayResponse {
 }
 
 /// Enqueue the event again. With an `Idempotency-Key` header, a repeated call does nothing.
-#[utoipa::path(post, path = "/v1/environments/{environment}/events/{event_id}/replay", tag = "events",
+#[utoipa::path(post, path = "/v1/environments/{environment}/events/{event_id}/replay", operation_id = "replay_event", tag = "events",
     params(("environment" = String, Path), ("event_id" = Uuid, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "makes a repeated call a no-op")),
     request_body(content = Option<ReplayRequest>),

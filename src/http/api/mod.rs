@@ -5,6 +5,9 @@
 mod access;
 mod cursor;
 mod deliveries;
+pub(crate) mod doc;
+
+use doc::Errors;
 mod events;
 mod payments;
 mod stream;
@@ -36,7 +39,15 @@ use super::{ApiError, AppState};
         deliveries::list,
         deliveries::attempts,
         deliveries::retry
-    )
+    ),
+    components(schemas(
+        crate::http::error::ErrorBody,
+        crate::http::error::ErrorDetail,
+        doc::Order,
+        doc::Source,
+        doc::DeliveryStatus
+    )),
+    modifiers(&Errors)
 )]
 pub struct ApiDoc;
 

@@ -41,7 +41,7 @@ pub struct PaymentState {
     pub history: Vec<EventSummary>,
 }
 
-#[utoipa::path(get, path = "/v1/environments/{environment}/payments/{payment_id}", tag = "payments",
+#[utoipa::path(get, path = "/v1/environments/{environment}/payments/{payment_id}", operation_id = "get_payment", tag = "payments",
     params(("environment" = String, Path), ("payment_id" = String, Path)),
     responses((status = 200, body = PaymentState), (status = 404)))]
 pub async fn get(

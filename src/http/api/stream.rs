@@ -88,7 +88,7 @@ struct Feed {
 }
 
 /// Each SSE event: `id` is the resume cursor, `event: voltage`, `data` the event summary as JSON.
-#[utoipa::path(get, path = "/v1/environments/{environment}/events/stream", tag = "events",
+#[utoipa::path(get, path = "/v1/environments/{environment}/events/stream", operation_id = "stream_events", tag = "events",
     params(("environment" = String, Path), StreamParams,
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this id")),
     responses((status = 200, content_type = "text/event-stream", description = "events as they are stored"),
