@@ -23,6 +23,8 @@ pub struct ReconcileConfig {
     pub page_size: u32,
     /// A sweep pages back to payments created this many hours ago; 0: the whole history.
     pub lookback_hours: u64,
+    /// A sweep needing more pages fails (cut short): bounds what a broken API can make it cost.
+    pub max_pages_per_sweep: u32,
     pub request_timeout_ms: u64,
     /// Attempts per API request when it answers 429 or 5xx, or cannot be reached.
     pub max_attempts: u32,
@@ -35,10 +37,15 @@ impl Config {
         let r = &self.reconcile;
         positive("reconcile.interval_secs", r.interval_secs)?;
         positive("reconcile.page_size", u64::from(r.page_size))?;
+        positive(
+            "reconcile.max_pages_per_sweep",
+            u64::from(r.max_pages_per_sweep),
+        )?;
         Ok(ReconcileSettings {
             interval: Duration::from_secs(r.interval_secs),
             page_size: r.page_size,
             lookback: (r.lookback_hours > 0).then(|| Duration::from_secs(r.lookback_hours * 3600)),
+            max_pages: r.max_pages_per_sweep,
         })
     }
 

@@ -36,6 +36,9 @@ pub struct ReconcileSettings {
     pub page_size: u32,
     /// Paging stops at payments created before this long ago (`None`: the whole history).
     pub lookback: Option<Duration>,
+    /// A sweep that needs more pages than this is cut short and fails: a bound on what a broken
+    /// or hostile payments API can make one sweep cost.
+    pub max_pages: u32,
 }
 
 /// What one sweep saw and did.
@@ -70,6 +73,18 @@ pub enum ReconcileError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The sweep could not reach its end: what it stored is kept, but it is not complete.
+    #[error("the sweep was cut short after {pages} pages: {reason}")]
+    CutShort { pages: u32, reason: CutShort },
+}
+
+/// Why a sweep stopped before the end of the payments list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CutShort {
+    #[error("the payments API returned a cursor it had returned before in this sweep (a cycle)")]
+    CursorCycle,
+    #[error("reconcile.max_pages_per_sweep reached before the end of the list")]
+    TooManyPages,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +94,14 @@ pub struct Reconciler {
     /// Which handlers a new synthetic event is enqueued for, as for a webhook event.
     pub routing: Arc<Routing>,
     pub settings: ReconcileSettings,
+}
+
+fn cut_short(target: &Target, report: &SweepReport, reason: CutShort) -> ReconcileError {
+    tracing::warn!(environment = %target.environment, pages = report.pages, stored = report.stored, %reason, "reconciliation sweep cut short; what it stored is kept");
+    ReconcileError::CutShort {
+        pages: report.pages,
+        reason,
+    }
 }
 
 /// The advisory lock that makes one replica at a time sweep `environment`.
@@ -99,8 +122,12 @@ impl Reconciler {
         let started = Instant::now();
         let result = self.sweep_locked(target).await;
         lock.release().await;
-        let report = result?;
         let environment = target.environment.clone();
+        let report = result.inspect_err(|_| {
+            // A failed or cut-short sweep is counted, and the last-complete gauge stays where it was.
+            metrics::counter!(names::RECONCILE_FAILURES, "environment" => environment.clone())
+                .increment(1);
+        })?;
         metrics::histogram!(names::RECONCILE_SWEEP_SECONDS, "environment" => environment.clone())
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!(names::RECONCILE_LAST_COMPLETE, "environment" => environment)
@@ -116,7 +143,11 @@ impl Reconciler {
             .map(|lookback| Utc::now() - lookback);
         let mut report = SweepReport::default();
         let mut cursor: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
         loop {
+            if report.pages >= self.settings.max_pages {
+                return Err(cut_short(target, &report, CutShort::TooManyPages));
+            }
             let page = self
                 .api
                 .list_payments(target, cursor.as_deref(), self.settings.page_size)
@@ -127,10 +158,10 @@ impl Reconciler {
                 .reconcile_page(target, &page, horizon, &mut report)
                 .await?;
             match page.next_cursor {
-                // A cursor that does not move would page forever: the sweep ends there.
-                Some(next) if cursor.as_ref() == Some(&next) => {
-                    tracing::warn!(environment = %target.environment, "the payments API returned the same cursor twice; the sweep stops here");
-                    break;
+                // A cursor seen before (the same one again, or one back to an earlier page) would
+                // page forever: the sweep is cut short, and reported as the failure it is.
+                Some(next) if !past_horizon && !seen.insert(next.clone()) => {
+                    return Err(cut_short(target, &report, CutShort::CursorCycle));
                 }
                 Some(next) if !past_horizon => cursor = Some(next),
                 _ => break,

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Reconciler, Sweep, Target};
-use crate::telemetry::metrics as names;
 
 /// Sweeps every target until `stop`; returns when every task has stopped.
 pub async fn run(reconciler: Reconciler, targets: Vec<Target>, stop: CancellationToken) {
@@ -46,8 +45,8 @@ async fn sweep_periodically(reconciler: &Reconciler, target: &Target, stop: &Can
             Ok(Sweep::Busy) => {
                 tracing::debug!(environment = %target.environment, "another replica is sweeping this environment")
             }
+            // Counted in `voltage_reconcile_sweep_failures_total` by the sweep itself.
             Err(e) => {
-                metrics::counter!(names::RECONCILE_FAILURES, "environment" => target.environment.clone()).increment(1);
                 tracing::warn!(environment = %target.environment, error = %e, "reconciliation sweep failed; retrying next interval");
             }
         }

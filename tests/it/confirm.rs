@@ -160,6 +160,7 @@ async fn the_api_key_never_reaches_the_logs(pool: PgPool) {
             interval: Duration::from_secs(300),
             page_size: 1,
             lookback: None,
+            max_pages: 1000,
         },
     };
     reconciler.sweep(&target(API_KEY)).await.unwrap();

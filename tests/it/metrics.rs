@@ -318,6 +318,7 @@ async fn reconciliation_and_retention_metrics_reflect_what_they_did_alone(pool: 
             interval: std::time::Duration::from_secs(300),
             page_size: 2,
             lookback: None,
+            max_pages: 1000,
         },
     };
     let before = chrono::Utc::now().timestamp() as f64;
@@ -341,12 +342,34 @@ async fn reconciliation_and_retention_metrics_reflect_what_they_did_alone(pool: 
         ),
         2.0
     );
-    assert!(
+    let last_complete = value(
+        &samples,
+        "voltage_reconcile_last_complete_sweep_timestamp_seconds",
+        &production,
+    );
+    assert!(last_complete >= before);
+
+    // A sweep cut short (here by the page cap) is a failure, and not a complete sweep.
+    let mut capped = reconciler.clone();
+    capped.settings.max_pages = 1;
+    assert!(capped.sweep(&target(API_KEY)).await.is_err());
+    let samples = scrape(&app).await;
+    assert_eq!(
+        value(
+            &samples,
+            "voltage_reconcile_sweep_failures_total",
+            &production
+        ),
+        1.0
+    );
+    assert_eq!(
         value(
             &samples,
             "voltage_reconcile_last_complete_sweep_timestamp_seconds",
             &production
-        ) >= before
+        ),
+        last_complete,
+        "a cut-short sweep does not advance the last complete sweep"
     );
 
     // Retention: the three reconciled events, aged past the period, are removed and counted.

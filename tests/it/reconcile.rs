@@ -12,7 +12,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use voltage_webhooks::handlers::{EventFilter, Route, Routing};
 use voltage_webhooks::reconcile::{
-    lock_name, ApiError, ReconcileError, ReconcileSettings, Reconciler, Sweep, SweepReport,
+    lock_name, ApiError, CutShort, ReconcileError, ReconcileSettings, Reconciler, Sweep,
+    SweepReport,
 };
 use voltage_webhooks::store::{lock_key, Store};
 
@@ -32,6 +33,7 @@ fn reconciler(pool: &PgPool, base_url: &str, page_size: u32, max_attempts: u32) 
             interval: Duration::from_secs(300),
             page_size,
             lookback: None,
+            max_pages: 1000,
         },
     }
 }
@@ -210,16 +212,83 @@ async fn every_page_is_followed_by_its_cursor(pool: PgPool) {
     assert_eq!(stored, expected);
 }
 
+/// The sweep's error, for a sweep that must fail.
+async fn failed_sweep(reconciler: &Reconciler) -> ReconcileError {
+    reconciler
+        .sweep(&target(API_KEY))
+        .await
+        .expect_err("the sweep must fail")
+}
+
 #[sqlx::test]
-async fn a_cursor_that_does_not_move_ends_the_sweep(pool: PgPool) {
+async fn a_cursor_that_does_not_move_cuts_the_sweep_short_and_fails_it(pool: PgPool) {
     let fake = FakeVoltage::default();
     let base = fake.start().await;
     fake.set_payments((0..5).map(|i| receive("completed", 10 + i)).collect());
     fake.0.lock().unwrap().stuck_cursor = true;
-    let report = sweep(&reconciler(&pool, &base, 2, 3)).await;
-    assert_eq!((report.pages, report.stored), (2, 4));
+    // Was reported as a complete sweep: the end of the list was never reached.
+    let error = failed_sweep(&reconciler(&pool, &base, 2, 3)).await;
+    assert!(
+        matches!(
+            error,
+            ReconcileError::CutShort {
+                pages: 2,
+                reason: CutShort::CursorCycle
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(count(&pool, "events").await, 4, "what it stored is kept");
     let cursors: Vec<String> = fake.requests().into_iter().map(|(what, _)| what).collect();
     assert_eq!(cursors, ["list:", "list:at-2"]);
+}
+
+#[sqlx::test]
+async fn cursors_that_cycle_back_to_an_earlier_page_end_the_sweep_as_a_failure(pool: PgPool) {
+    let fake = FakeVoltage::default();
+    let base = fake.start().await;
+    fake.set_payments((0..10).map(|i| receive("completed", 10 + i)).collect());
+    // Page 3 (offset 4) points back to page 2: before the fix the sweep paged forever.
+    fake.0.lock().unwrap().cycle_from = Some(4);
+    let reconciler = reconciler(&pool, &base, 2, 3);
+    let sweeping = failed_sweep(&reconciler);
+    let error = tokio::time::timeout(Duration::from_secs(30), sweeping)
+        .await
+        .expect("a sweep that ends, not one that pages forever");
+    assert!(
+        matches!(
+            error,
+            ReconcileError::CutShort {
+                pages: 3,
+                reason: CutShort::CursorCycle
+            }
+        ),
+        "{error}"
+    );
+    let cursors: Vec<String> = fake.requests().into_iter().map(|(what, _)| what).collect();
+    assert_eq!(cursors, ["list:", "list:at-2", "list:at-4"]);
+}
+
+#[sqlx::test]
+async fn a_sweep_needing_more_pages_than_allowed_is_cut_short_and_fails(pool: PgPool) {
+    let fake = FakeVoltage::default();
+    let base = fake.start().await;
+    fake.set_payments((0..10).map(|i| receive("completed", 10 + i)).collect());
+    let mut reconciler = reconciler(&pool, &base, 2, 3);
+    reconciler.settings.max_pages = 3;
+    let error = failed_sweep(&reconciler).await;
+    assert!(
+        matches!(
+            error,
+            ReconcileError::CutShort {
+                pages: 3,
+                reason: CutShort::TooManyPages
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(count(&pool, "events").await, 6);
 }
 
 #[sqlx::test]
@@ -367,6 +436,14 @@ async fn the_reconcile_command_sweeps_once_and_reports(pool: PgPool) {
     let (ok, stdout, _) = run("production").await.unwrap();
     assert!(ok);
     assert!(stdout.contains("0 gaps"), "{stdout}");
+
+    // A sweep cut short by a cursor that does not move is a failure: exit code and message.
+    fake.set_payments((0..250).map(|i| receive("completed", 100 + i)).collect());
+    fake.0.lock().unwrap().stuck_cursor = true;
+    let (ok, _, stderr) = run("production").await.unwrap();
+    assert!(!ok, "a cut-short sweep exited 0");
+    assert!(stderr.contains("cut short"), "{stderr}");
+    fake.0.lock().unwrap().stuck_cursor = false;
 
     let (ok, _, stderr) = run("staging").await.unwrap();
     assert!(!ok);

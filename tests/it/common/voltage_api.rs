@@ -38,6 +38,8 @@ pub struct Inner {
     pub requests: Vec<(String, Instant)>,
     /// A broken API: every page after the first returns the cursor it was asked for.
     pub stuck_cursor: bool,
+    /// A broken API: pages from this offset on point back to the page before them (a cycle).
+    pub cycle_from: Option<usize>,
 }
 
 #[derive(Clone, Default)]
@@ -134,13 +136,17 @@ async fn list(
     } else {
         cursor.trim_start_matches("at-").parse().unwrap()
     };
-    let (payments, stuck) = {
+    let (payments, stuck, cycle_from) = {
         let inner = fake.0.lock().unwrap();
-        (inner.payments.clone(), inner.stuck_cursor)
+        (inner.payments.clone(), inner.stuck_cursor, inner.cycle_from)
     };
     let end = (offset + limit).min(payments.len());
     let has_more = end < payments.len();
-    let next = if stuck && offset > 0 { offset } else { end };
+    let next = match cycle_from {
+        Some(from) if offset >= from => offset - limit,
+        _ if stuck && offset > 0 => offset,
+        _ => end,
+    };
     Json(json!({
         "items": payments[offset..end],
         "has_more": has_more,
