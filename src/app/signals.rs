@@ -44,7 +44,8 @@ pub(super) fn reload_on_sighup(
                     tracing::info!("SIGHUP: registrations, secrets and API keys reloaded");
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "SIGHUP: reload failed; keeping the current secrets")
+                    // One readable line naming the key; no Debug of figment's internals.
+                    tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current secrets")
                 }
             }
         }

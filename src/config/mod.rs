@@ -131,8 +131,12 @@ pub struct WebhookConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration could not be loaded")]
-    Load(#[source] Box<figment::Error>),
+    /// A file or variable that does not fit the configuration's types. Displayed as one line that
+    /// names the key as written in the file (`environments.production.webhooks[1].id`) and what
+    /// is wrong; figment's own rendering (`default.environments.production.webhooks.1.id`, its
+    /// `Debug` of tags and profiles) is not shown to operators, so it is not the error's source.
+    #[error("{}", readable(.0))]
+    Load(Box<figment::Error>),
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
 }
@@ -144,6 +148,52 @@ impl ConfigError {
             reason: reason.into(),
         }
     }
+}
+
+/// One line: `configuration key `a.b[1].c` (in FILE): what is wrong`, and how many more errors.
+fn readable(error: &figment::Error) -> String {
+    let mut key = key_as_written(&error.path);
+    let reason = match &error.kind {
+        figment::error::Kind::MissingField(field) => {
+            key = if key.is_empty() {
+                field.to_string()
+            } else {
+                format!("{key}.{field}")
+            };
+            "missing".to_owned()
+        }
+        kind => kind.to_string(),
+    };
+    let mut line = if key.is_empty() {
+        format!("configuration: {reason}")
+    } else {
+        format!("configuration key `{key}`: {reason}")
+    };
+    if let Some(source) = error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        line.push_str(&format!(" (in {source})"));
+    }
+    let more = error.clone().into_iter().count().saturating_sub(1);
+    if more > 0 {
+        line.push_str(&format!(" (and {more} more)"));
+    }
+    line
+}
+
+/// figment's path (`environments`, `production`, `webhooks`, `1`, `id`) as TOML writes it:
+/// `environments.production.webhooks[1].id`.
+fn key_as_written(path: &[String]) -> String {
+    let mut key = String::new();
+    for segment in path {
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty() {
+            key.push_str(&format!("[{segment}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(segment);
+        }
+    }
+    key
 }
 
 /// What validation found that is allowed but worth an operator's attention.

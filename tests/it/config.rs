@@ -198,3 +198,33 @@ fn the_example_config_parses_with_its_secrets_set() {
     assert_eq!(registry.environments().count(), 2);
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+#[test]
+fn a_configuration_error_is_one_line_naming_the_key_as_written() {
+    use crate::common::{config_toml, PRODUCTION_SECOND_WEBHOOK, STAGING_WEBHOOK};
+    let toml = config_toml().replacen(
+        &format!("id = \"{PRODUCTION_SECOND_WEBHOOK}\""),
+        "id = \"not-a-uuid\"",
+        1,
+    );
+    let error = Config::from_toml(&toml)
+        .expect_err("not a UUID")
+        .to_string();
+    assert!(
+        error.starts_with("configuration key `environments.production.webhooks[1].id`: "),
+        "{error}"
+    );
+    assert!(error.contains("UUID"), "what is wrong: {error}");
+    assert!(!error.contains('\n'), "{error}");
+    for internal in ["default.", "Tag(", "profile", ".1."] {
+        assert!(!error.contains(internal), "{internal} in {error}");
+    }
+    let missing =
+        Config::from_toml(&config_toml().replacen(&format!("id = \"{STAGING_WEBHOOK}\"\n"), "", 1))
+            .expect_err("no id")
+            .to_string();
+    assert!(
+        missing.starts_with("configuration key `environments.staging.webhooks[0].id`: missing"),
+        "{missing}"
+    );
+}

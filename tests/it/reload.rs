@@ -112,3 +112,55 @@ async fn sighup_swaps_in_new_secrets_and_drops_removed_ones_without_a_restart(
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[sqlx::test]
+async fn a_failed_reload_logs_one_readable_line_naming_the_key(
+    _options: sqlx::postgres::PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let log_path = dir.path().join("stderr.log");
+    write_config(&path, port, &format!("{{ value = \"{A}\" }}"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voltage-webhooks"))
+        .arg("--config")
+        .arg(&path)
+        .args(["serve", "--no-migrate"])
+        .env("DATABASE_URL", database_url(&connect))
+        .env("NO_COLOR", "1")
+        .env_remove("VOLTAGE_WEBHOOKS_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    eventually(&client, port, A, 200).await;
+
+    // A second registration whose id is not a UUID.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("[[environments.production.webhooks]]\nid = \"not-a-uuid\"\nsecrets = []\n");
+    std::fs::write(&path, text).unwrap();
+    hangup(child.id());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if let Some(line) = log.lines().find(|l| l.contains("reload failed")) {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload failure logged:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        line.contains("environments.production.webhooks[1].id"),
+        "{line}"
+    );
+    for internal in ["Tag(", "default.environments", "profile:", "cause="] {
+        assert!(!line.contains(internal), "{internal} in {line}");
+    }
+}
