@@ -67,6 +67,17 @@ async fn trickling_clients_are_cut_off_while_normal_deliveries_are_served(pool: 
         slow.push(tokio::spawn(trickle(addr, Vec::new(), headers.clone())));
         let body = fixture("test-created.json");
         let mut full = headers.clone();
+        // A body is read only after the headers passed (registration, fresh timestamp), so the
+        // body trickler sends Voltage's headers; without them it is refused before any byte.
+        let ts = now().to_string();
+        full.extend_from_slice(
+            format!(
+                "x-voltage-webhook-id: {PRODUCTION_WEBHOOK}\r\nx-voltage-timestamp: {ts}\r\n\
+                 x-voltage-signature: {}\r\n",
+                voltage_webhooks::verify::sign(NEW_SECRET, &body, &ts)
+            )
+            .as_bytes(),
+        );
         full.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
         slow.push(tokio::spawn(trickle(addr, full, body)));
     }
