@@ -7,6 +7,7 @@
 mod common;
 
 mod api_access;
+mod api_contract;
 mod api_queries;
 mod api_stream;
 mod attempt_history;
