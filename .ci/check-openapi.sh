@@ -32,7 +32,9 @@ cleanup() {
 trap cleanup EXIT
 
 [ -x "$BIN" ] || { echo "$BIN is missing: run cargo test (or cargo build) first" >&2; exit 1; }
-for tool in openapi-spec-validator:openapi-spec-validator st:schemathesis; do
+# .ci/run installs these (pinned) and puts the interpreter's scripts directory on PATH; run alone, the
+# same versions are installed here when a command is missing.
+for tool in openapi-spec-validator:openapi-spec-validator==0.9.0 st:schemathesis==4.32.5; do
   command -v "${tool%%:*}" >/dev/null || python3 -m pip install --quiet "${tool##*:}"
 done
 
