@@ -12,8 +12,9 @@ FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 
 # Dependencies in their own layer, so that a change to the sources does not rebuild them: the
-# manifests with a stub for every target Cargo.toml declares (the library, the binary and the
-# [[bench]] targets; tests/ and examples/ are discovered, not declared, so need no stub), built,
+# manifests with a stub for every target Cargo.toml declares (the library, the binary, and one for
+# each [[bench]] name read from Cargo.toml, so a new bench needs no change here; tests/ and examples/
+# are discovered, not declared, so need no stub), built,
 # then the stubs removed. Stubs rather than cargo-chef: nothing to download or install in the image,
 # and CI can run these exact lines offline. When the repository becomes a workspace, copy each
 # member's Cargo.toml and stub its targets the same way (or switch to cargo-chef then).
@@ -21,8 +22,8 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && echo 'fn main() {}' > benches/dispatch.rs \
- && echo 'fn main() {}' > benches/verify.rs \
+ && sed -n '/^\[\[bench\]\]/,/^name/s/^name = "\(.*\)"$/\1/p' Cargo.toml > benches/names \
+ && while read -r bench; do echo 'fn main() {}' > "benches/$bench.rs"; done < benches/names \
  && cargo build --release --locked --bin voltage-webhooks \
  && rm -rf src benches
 
