@@ -88,6 +88,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Outcome> {
         let part = worker.await?;
         outcome.report.latencies.extend(part.report.latencies);
         outcome.report.started.extend(part.report.started);
+        outcome.report.codes.extend(part.report.codes);
         for (status, n) in part.report.statuses {
             *outcome.report.statuses.entry(status).or_default() += n;
         }
@@ -131,6 +132,7 @@ impl Worker {
             let (status, event_id) = self.send(&mut connection, &webhook_id, body).await;
             outcome.report.latencies.push(started.elapsed());
             outcome.report.started.push(started - self.origin);
+            outcome.report.codes.push(status);
             *outcome.report.statuses.entry(status).or_default() += 1;
             outcome.acknowledged.extend(event_id);
         }

@@ -71,6 +71,9 @@ pub async fn run(config: &Config, args: LoadArgs) -> anyhow::Result<String> {
         lines.extend(outcome.report.timeline(window));
     }
     if args.check_database {
+        // The figures first: a failed check must not hide what the load saw.
+        println!("{}", lines.join("\n"));
+        lines.clear();
         let pool = crate::app::open_database(config, false).await?;
         lines.push(loadgen::check_database(&pool, &args.environment, &outcome).await?);
     }
