@@ -77,7 +77,8 @@ impl Connection {
     /// Sends one delivery; the status and body, or `None` for a transport error (no response).
     pub async fn post(&mut self, body: Bytes, signed: &Signed) -> Option<(u16, Bytes)> {
         let result = self.try_post(body, signed).await;
-        if result.is_err() {
+        if let Err(e) = &result {
+            tracing::debug!(error = format!("{e:#}"), "transport error");
             self.sender = None;
             tokio::time::sleep(AFTER_ERROR).await;
         }

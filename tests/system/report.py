@@ -4,6 +4,7 @@ figures the system test judges, as `key=value` lines for the shell:
 
   requests, rps, p50_ms, p99_ms, non2xx (count), codes ("503=12 error=1" or "none"),
   missing (acknowledged but not stored), extra (stored, never acknowledged: a lost answer),
+  failing (from the first to the end of the last window with an answer other than 2xx),
   and for each --fault-end END[:UNTIL] (seconds from the load's start): recoveryN_s, the time from
   END until the load is back to whole windows (up to UNTIL) of only 2xx answers at no less than 90%
   of --rate ("never" if it is not).
@@ -74,6 +75,8 @@ def main():
         sys.exit(f"no loadgen summary in {args.output}")
     figures.setdefault("missing", "unknown")
     figures.setdefault("extra", "unknown")
+    bad = [start for start, _, failed in windows if failed]
+    figures["failing"] = f"{bad[0]:.1f}-{bad[-1] + args.window:.1f} s" if bad else "none"
     for i, span in enumerate(args.fault_end, 1):
         end, _, until = span.partition(":")
         found = recovery(windows, float(end), float(until or "inf"), args.rate, args.window)
