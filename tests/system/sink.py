@@ -46,6 +46,12 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a replica killed mid-call resets its connection: not the sink's failure
+
+
 if __name__ == "__main__":
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Sink).serve_forever()
+    Server((sys.argv[1], int(sys.argv[2])), Sink).serve_forever()
