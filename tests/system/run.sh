@@ -481,7 +481,12 @@ scenario_4() {
     fail "r1 stayed in the balancer with no database"
   fi
   replica_ready 1 && fail "r1 answers ready without its database"
+  local sent_when_out
+  sent_when_out=$(server_field r1 stot)
   at $((BASE_LOAD * 2 + 2))
+  local sent_while_out=$(($(server_field r1 stot) - sent_when_out))
+  note "requests HAProxy sent r1 while it was out: $sent_while_out"
+  [ "$sent_while_out" = 0 ] || fail "HAProxy sent r1 $sent_while_out requests while it was out"
   ip link set "$PREFIX-db1" up
   local restored_at
   restored_at=$(offset)
