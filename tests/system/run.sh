@@ -556,14 +556,19 @@ for i in $(seq "$REPLICAS"); do
 done
 note "all $REPLICAS replicas up in HAProxy"
 
+passed=0 failed=0
 for scenario in ${scenarios//,/ }; do
+  before=${#failures[@]}
   "scenario_$scenario"
+  if [ "${#failures[@]}" = "$before" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 
 log "summary"
 if [ "${#failures[@]}" -gt 0 ]; then
   printf '   %s\n' "${failures[@]}"
   echo "system test: ${#failures[@]} requirement(s) violated"
-  exit 1
+else
+  echo "system test: every requirement of scenarios $scenarios held"
 fi
-echo "system test: every requirement of scenarios $scenarios held"
+echo "scenarios: $passed passed, $failed failed"
+[ "$failed" = 0 ] || exit 1
