@@ -48,6 +48,7 @@ class Sink(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # the default backlog of 5 refused the dispatchers' bursts
 
     def handle_error(self, request, client_address):
         pass  # a replica killed mid-call resets its connection: not the sink's failure
