@@ -77,7 +77,7 @@ done
 curl -fs "$BASE/readyz" >/dev/null || { echo "the service did not become ready" >&2; cat "$WORK/service.log" >&2; exit 1; }
 
 KEY=$("$BIN" api-key create --name openapi-check --environment production --permission write \
-  | grep -o 'vwk_[A-Za-z0-9_-]*' | head -n1)
+  | grep -o 'vwk_[A-Za-z0-9_-]*' | sed -n 1p)
 [ -n "$KEY" ] || { echo "api-key create printed no key" >&2; exit 1; }
 
 # Two stored events, so listings return real rows whose schema is checked too.
