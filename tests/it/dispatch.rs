@@ -316,13 +316,7 @@ async fn two_dispatchers_deliver_a_thousand_events_exactly_once_and_never_concur
     }
     let mut running = Vec::new();
     for set in &sets {
-        // Separate pools, as separate processes would have.
-        let own = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(pool.connect_options().as_ref().clone())
-            .await
-            .unwrap();
-        running.push(start_dispatcher(own, set.clone(), fast_dispatch()));
+        running.push(start_replica_dispatcher(&pool, set.clone(), fast_dispatch()).await);
     }
     wait_for(
         &pool,

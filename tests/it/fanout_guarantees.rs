@@ -140,14 +140,9 @@ async fn a_lease_barely_longer_than_the_timeout_never_lets_two_replicas_call_one
     }
     ingest_events(&pool, &sets[0].0, 24).await;
     for (set, _) in &sets {
-        let own = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(pool.connect_options().as_ref().clone())
-            .await
-            .unwrap();
         let mut settings = fast_dispatch();
         settings.lease = Duration::from_secs(2);
-        running.push(start_dispatcher(own, set.clone(), settings));
+        running.push(start_replica_dispatcher(&pool, set.clone(), settings).await);
     }
     wait_for(
         &pool,

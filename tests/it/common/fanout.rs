@@ -116,6 +116,20 @@ pub fn start_dispatcher(
     (stop, task)
 }
 
+/// A dispatcher with a pool of its own, as a dispatcher in a separate replica would have.
+pub async fn start_replica_dispatcher(
+    pool: &PgPool,
+    handlers: Arc<HandlerSet>,
+    settings: DispatchSettings,
+) -> (CancellationToken, JoinHandle<()>) {
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    start_dispatcher(own, handlers, settings)
+}
+
 /// Polls until `sql` (a query returning one boolean) is true, or panics after `limit`.
 pub async fn wait_for(pool: &PgPool, sql: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
