@@ -6,12 +6,14 @@
 //! Creates and drops its own database. Options (env): BENCH_BACKLOG (1000000), BENCH_INGEST_RATE
 //! (200 events/s during the drain), BENCH_LIMIT_SECS (1200: stop even if not drained).
 
+mod common;
+
+use common::env_or;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::migrate::MigrateDatabase;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
 use uuid::Uuid;
 use voltage_webhooks::dispatch::{DispatchSettings, Dispatcher, RetryPolicy};
 use voltage_webhooks::event::{DedupKey, Payload};
@@ -22,13 +24,6 @@ use voltage_webhooks::store::{NewEvent, Store};
 use voltage_webhooks::verify::Verified;
 
 const CHUNK: u64 = 100_000;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `count` events and their pending deliveries for `sink`, received (and due) over the last hour,
 /// written by SQL in chunks: what a handler that was down for an hour leaves behind.
@@ -202,28 +197,13 @@ async fn drain(store: &Store, backlog: u64) {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("backlog benchmark: skipped outside `cargo bench --bench backlog`");
+    if !common::under_cargo_bench("backlog") {
         return Ok(());
     }
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let (server, _) = base.rsplit_once('/').expect("DATABASE_URL has a database");
-    let url = format!("{server}/vw_backlog_{}", Uuid::new_v4().simple());
     let backlog = env_or("BENCH_BACKLOG", 1_000_000);
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        Postgres::create_database(&url).await?;
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(16)
-            .connect(&url)
-            .await?;
-        voltage_webhooks::store::migrate(&pool).await?;
+    common::with_scratch_database(16, |pool| async move {
         build_backlog(&pool, backlog).await?;
-        drain(&Store::new(pool.clone()), backlog).await;
-        pool.close().await;
-        Postgres::force_drop_database(&url).await?;
-        anyhow::Ok(())
+        drain(&Store::new(pool), backlog).await;
+        Ok(())
     })
 }

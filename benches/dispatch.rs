@@ -6,12 +6,14 @@
 //! Creates and drops its own database. Options (env): BENCH_EVENTS (20000), BENCH_RATE (200/s),
 //! BENCH_LATENCY_EVENTS (2000).
 
+mod common;
+
+use common::env_or;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::migrate::MigrateDatabase;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
 use uuid::Uuid;
 use voltage_webhooks::dispatch::{DispatchSettings, Dispatcher, RetryPolicy};
 use voltage_webhooks::event::{DedupKey, Payload};
@@ -22,13 +24,6 @@ use voltage_webhooks::store::{NewEvent, Store};
 use voltage_webhooks::verify::Verified;
 
 type Committed = Arc<Mutex<HashMap<Uuid, Instant>>>;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn insert(store: &Store, i: usize) -> Uuid {
     let body = format!(
@@ -161,25 +156,11 @@ async fn latency(
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, and a
-    // debug-build measurement would only slow the test run down.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("dispatch benchmark: skipped outside `cargo bench --bench dispatch`");
+    if !common::under_cargo_bench("dispatch") {
         return Ok(());
     }
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let (server, _) = base.rsplit_once('/').expect("DATABASE_URL has a database");
-    let url = format!("{server}/vw_bench_{}", Uuid::new_v4().simple());
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        Postgres::create_database(&url).await?;
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(24)
-            .connect(&url)
-            .await?;
-        voltage_webhooks::store::migrate(&pool).await?;
-        let store = Store::new(pool.clone());
+    common::with_scratch_database(24, |pool| async move {
+        let store = Store::new(pool);
         let settings = DispatchSettings {
             batch_size: 128,
             lease: Duration::from_secs(30),
@@ -197,8 +178,6 @@ fn main() -> anyhow::Result<()> {
         )
         .await;
         latency(&store, committed, latencies, settings).await;
-        pool.close().await;
-        Postgres::force_drop_database(&url).await?;
-        anyhow::Ok(())
+        Ok(())
     })
 }
