@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use uuid::Uuid;
-use voltage_webhooks::dispatch::{DispatchSettings, Dispatcher, RetryPolicy};
+use voltage_webhooks::event::Route;
 use voltage_webhooks::event::{DedupKey, Payload};
 use voltage_webhooks::handlers::{
-    stack, HandlerError, HandlerRequest, HandlerSet, RegisteredHandler, Route, StackSettings,
+    stack, HandlerError, HandlerRequest, HandlerSet, RegisteredHandler, StackSettings,
 };
+use voltage_webhooks::outbox::{DispatchSettings, Dispatcher};
+use voltage_webhooks::retry::RetryPolicy;
 use voltage_webhooks::store::{NewEvent, Store};
 use voltage_webhooks::verify::Verified;
 

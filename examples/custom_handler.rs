@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use voltage_webhooks::app::{self, ServeOptions};
 use voltage_webhooks::config::Config;
-use voltage_webhooks::dispatch::RetryPolicy;
+use voltage_webhooks::event::{EventFilter, Route};
 use voltage_webhooks::handlers::{
-    self, EventFilter, HandlerError, HandlerRequest, RegisteredHandler, Route, StackSettings,
+    self, HandlerError, HandlerRequest, RegisteredHandler, StackSettings,
 };
+use voltage_webhooks::retry::RetryPolicy;
 
 /// Credits an order when its invoice is fully paid. A real one would confirm the payment with
 /// Voltage's API first (a valid signature proves who sent it, not that money moved).

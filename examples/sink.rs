@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};

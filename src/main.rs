@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use voltage_webhooks::app::{self, ServeOptions};
 use voltage_webhooks::config::Config;
-use voltage_webhooks::{telemetry, tools};
+use voltage_webhooks::telemetry;
+
+mod cli;
+use cli as tools;
 
 /// mimalloc instead of glibc's allocator: a request allocates and frees many small buffers across
 /// threads, where glibc spent about a fifth of the service's CPU (perf, under load).

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use crate::store::Connection as PgConnection;
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::retention::{self as sql, Cutoffs, PurgeCounts};
@@ -19,14 +19,7 @@ use crate::telemetry::metrics::{RETENTION_LAST_PASS, RETENTION_REMOVED};
 /// The advisory lock every replica's pass takes.
 pub const LOCK_NAME: &str = "voltage-webhooks/retention";
 
-#[derive(Debug, Clone)]
-pub struct RetentionPolicy {
-    pub events_days: Option<u32>,
-    pub dead_days: Option<u32>,
-    pub dedup_days: u32,
-    pub batch_size: i64,
-    pub interval: Duration,
-}
+pub use crate::config::RetentionPolicy;
 
 /// How a pass ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +31,6 @@ pub enum Pass {
 }
 
 impl RetentionPolicy {
-    /// Whether anything can expire at all.
-    pub fn is_active(&self) -> bool {
-        self.events_days.is_some() || self.dead_days.is_some()
-    }
-
     /// The cutoffs at `now`. Events never expire inside the dedup horizon, whatever `events_days`.
     pub fn cutoffs(&self, now: DateTime<Utc>) -> Cutoffs {
         let days_ago = |days: u32| now - chrono::Duration::days(i64::from(days));

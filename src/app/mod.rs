@@ -2,110 +2,29 @@
 //! which port it got (tests bind port 0), `run_until_stopped` serves until the shutdown future ends.
 //! `serve` runs ingest and (unless disabled) a dispatcher; `dispatch` runs a dispatcher alone.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::store::Pool as PgPool;
 use anyhow::Context as _;
-use axum::Router;
-use sqlx::PgPool;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
-use crate::handlers::{self, HandlerSet, RegisteredHandler, Routing};
-use crate::http::{self, AppState, IngestSettings, ServerLimits};
-use crate::reconcile::confirm::ConfirmLayer;
+use crate::event::Routing;
+use crate::handlers::ConfirmLayer;
+use crate::handlers::{self, HandlerSet, RegisteredHandler};
+pub use crate::http::Application;
+use crate::http::{self, AppState};
+use crate::ingest::{system_clock, GroupCommit, GroupCommitSettings, IngestSettings, Intake};
+use crate::outbox::Dispatcher;
 use crate::reconcile::Reconciler;
-use crate::store::{self, GroupCommit, GroupCommitSettings, Store};
+use crate::store::{self, Store};
 use crate::verify::Registry;
 
+mod settings;
 mod signals;
 
 use signals::reload_on_sighup;
 pub use signals::shutdown_signal;
-
-#[derive(Debug)]
-pub struct Application {
-    listener: TcpListener,
-    router: Router,
-    /// `server.admin_listen`: metrics and probes on their own listener.
-    admin: Option<(TcpListener, Router)>,
-    limits: ServerLimits,
-}
-
-impl Application {
-    /// Binds `server.listen` and builds the router over `state`.
-    pub async fn build(config: &Config, state: AppState) -> anyhow::Result<Self> {
-        let listen = config.server.listen;
-        let listener =
-            http::bind(listen).with_context(|| format!("binding server.listen = {listen}"))?;
-        let (router, admin) = match config.server.admin_listen {
-            None => (http::router(state), None),
-            Some(admin_listen) => {
-                let admin = http::bind(admin_listen)
-                    .with_context(|| format!("binding server.admin_listen = {admin_listen}"))?;
-                (
-                    http::router_without_metrics(state.clone()),
-                    Some((admin, http::admin_router(state))),
-                )
-            }
-        };
-        Ok(Self {
-            listener,
-            router,
-            admin,
-            limits: ServerLimits {
-                header_read_timeout: std::time::Duration::from_millis(
-                    config.server.header_read_timeout_ms,
-                ),
-                shutdown_grace: std::time::Duration::from_millis(config.shutdown.deadline_ms),
-            },
-        })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-
-    /// The admin listener's address, when `server.admin_listen` is set.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin
-            .as_ref()
-            .and_then(|(listener, _)| listener.local_addr().ok())
-    }
-
-    /// Serves until `shutdown` resolves; the admin listener (if any) stops with the main one.
-    pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let Some((admin_listener, admin_router)) = self.admin else {
-            return http::serve(self.listener, self.router, self.limits, shutdown).await;
-        };
-        let stopped = CancellationToken::new();
-        let admin = tokio::spawn(http::serve(
-            admin_listener,
-            admin_router,
-            self.limits,
-            stopped.clone().cancelled_owned(),
-        ));
-        let main_stopped = stopped.clone();
-        let served = http::serve(self.listener, self.router, self.limits, async move {
-            shutdown.await;
-            main_stopped.cancel();
-        })
-        .await;
-        stopped.cancel();
-        admin.await.map_err(std::io::Error::other)??;
-        served
-    }
-}
 
 /// The handlers' state; also what tests use to drive the router in process.
 /// Starts the group-commit writers, so it must run inside the runtime.
@@ -116,17 +35,21 @@ pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: Pg
         max_wait: std::time::Duration::from_micros(config.ingest.batch_max_wait_us),
         writers: config.ingest.writers,
     };
-    AppState {
+    let intake = Intake {
         registry: Arc::new(arc_swap::ArcSwap::from_pointee(registry)),
         routing: Arc::new(routing),
         writer: GroupCommit::start(store.clone(), group_commit),
-        store,
-        ingest: IngestSettings {
+        store: store.clone(),
+        settings: IngestSettings {
             max_body_bytes: config.server.max_body_bytes,
             tolerance_secs: config.server.timestamp_tolerance_secs,
             body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
         },
-        clock: http::system_clock(),
+        clock: system_clock(),
+    };
+    AppState {
+        intake,
+        store,
         metrics: crate::telemetry::metrics::install(),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         limits: http::RequestLimits {
@@ -188,8 +111,6 @@ pub async fn serve(
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
-    let dispatch = config.dispatch_settings()?;
-    let (retention, _) = config.retention_policy()?;
     let pool = open_database(&config, options.migrate).await?;
     // One set of API-key cells for the reconciler and confirmation, replaced in place on SIGHUP.
     let targets = config.reconcile_targets()?;
@@ -198,33 +119,16 @@ pub async fn serve(
     let draining = state.draining.clone();
     reload_on_sighup(
         options.config_path.clone(),
-        state.registry.clone(),
+        state.intake.registry.clone(),
         targets.clone(),
     );
     let app = Application::build(&config, state).await?;
     tracing::info!(listen = %app.local_addr()?, admin_listen = ?app.admin_addr(), handlers = ?handlers.names(), "serving");
 
     let stop = CancellationToken::new();
-    let reconciling = if config.reconcile.enabled && !targets.is_empty() {
-        let reconciler = reconciler(&config, &pool, handlers.routing())?;
-        Some(tokio::spawn(crate::reconcile::run(
-            reconciler,
-            targets,
-            stop.clone(),
-        )))
-    } else {
-        None
-    };
-    let retention = tokio::spawn(crate::retention::run(
-        Store::new(pool.clone()),
-        retention,
-        stop.clone(),
-    ));
-    let dispatcher = config.dispatch.enabled.then(|| {
-        tokio::spawn(Dispatcher::new(Store::new(pool), handlers, dispatch).run(stop.clone()))
-    });
-    let http_stop = stop.clone();
+    let background = Background::start(&config, &pool, handlers, targets, &stop)?;
     let drain_delay = std::time::Duration::from_millis(config.shutdown.drain_delay_ms);
+    let http_stop = stop.clone();
     app.run_until_stopped(async move {
         shutdown_signal().await;
         // Readiness fails first; the listener stays open while the load balancer notices.
@@ -238,15 +142,64 @@ pub async fn serve(
     })
     .await?;
     stop.cancel();
-    retention.await.context("retention task")?;
-    if let Some(reconciling) = reconciling {
-        reconciling.await.context("reconciliation task")?;
-    }
-    if let Some(dispatcher) = dispatcher {
-        dispatcher.await.context("dispatcher task")?;
-    }
+    background.join().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What `serve` runs beside the listeners: retention, and the reconciler and the dispatcher when
+/// configured. They stop when the token given to [`Background::start`] is cancelled.
+struct Background {
+    retention: tokio::task::JoinHandle<()>,
+    reconciling: Option<tokio::task::JoinHandle<()>>,
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(
+        config: &Config,
+        pool: &PgPool,
+        handlers: Arc<HandlerSet>,
+        targets: Vec<crate::reconcile::Target>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let dispatch = config.dispatch_settings()?;
+        let (retention, _) = config.retention_policy()?;
+        let reconciling = if config.reconcile.enabled && !targets.is_empty() {
+            let reconciler = reconciler(config, pool, handlers.routing())?;
+            let run = crate::reconcile::run(reconciler, targets, stop.clone());
+            Some(tokio::spawn(run))
+        } else {
+            None
+        };
+        let store = Store::new(pool.clone());
+        let retention = tokio::spawn(crate::retention::run(
+            store.clone(),
+            retention,
+            stop.clone(),
+        ));
+        let dispatcher = config
+            .dispatch
+            .enabled
+            .then(|| tokio::spawn(Dispatcher::new(store, handlers, dispatch).run(stop.clone())));
+        Ok(Self {
+            retention,
+            reconciling,
+            dispatcher,
+        })
+    }
+
+    /// Waits for every task to finish its current work and stop.
+    async fn join(self) -> anyhow::Result<()> {
+        self.retention.await.context("retention task")?;
+        if let Some(reconciling) = self.reconciling {
+            reconciling.await.context("reconciliation task")?;
+        }
+        if let Some(dispatcher) = self.dispatcher {
+            dispatcher.await.context("dispatcher task")?;
+        }
+        Ok(())
+    }
 }
 
 /// The reconciler `[reconcile]` describes, enqueuing new events for `routing`'s handlers.

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub use handlers::{DispatchConfig, HandlerConfig, HandlerKind, NatsConfig};
 pub use reconcile::ReconcileConfig;
-pub use retention::RetentionConfig;
+pub use retention::{RetentionConfig, RetentionPolicy};
 pub use secrets::SecretRef;
 
 use crate::verify::{Environment, Registration, Registry};
@@ -228,6 +228,22 @@ impl Config {
 
     /// Checks everything that serde cannot and resolves every secret reference.
     pub fn resolve(&self) -> Result<(Registry, Warnings), ConfigError> {
+        self.check_limits()?;
+        let (_, mut warnings) = self.retention_policy()?;
+        let concurrency: usize = self.handlers.iter().map(|h| h.concurrency).sum();
+        if concurrency > self.dispatch.max_in_flight {
+            warnings.push(format!(
+                "dispatch.max_in_flight ({}) is below the handlers' total concurrency ({concurrency}): \
+                 handlers whose slots are all busy can take the permits another handler needs",
+                self.dispatch.max_in_flight
+            ));
+        }
+        let registry = self.resolve_environments(&mut warnings)?;
+        Ok((registry, warnings))
+    }
+
+    /// Counts and sizes that must be positive or fit each other.
+    fn check_limits(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("ingest.batch_max_events", self.ingest.batch_max_events),
             ("ingest.writers", self.ingest.writers),
@@ -252,15 +268,12 @@ impl Config {
         }
         crate::auth::parse_cidrs(&self.server.trusted_proxies)
             .map_err(|e| ConfigError::invalid("server.trusted_proxies", e))?;
-        let (_, mut warnings) = self.retention_policy()?;
-        let concurrency: usize = self.handlers.iter().map(|h| h.concurrency).sum();
-        if concurrency > self.dispatch.max_in_flight {
-            warnings.push(format!(
-                "dispatch.max_in_flight ({}) is below the handlers' total concurrency ({concurrency}): \
-                 handlers whose slots are all busy can take the permits another handler needs",
-                self.dispatch.max_in_flight
-            ));
-        }
+        Ok(())
+    }
+
+    /// Every environment and registration, with their secrets resolved; ids and secrets must be
+    /// unique across the whole configuration.
+    fn resolve_environments(&self, warnings: &mut Warnings) -> Result<Registry, ConfigError> {
         let mut environments = Vec::new();
         let mut registrations = Vec::new();
         let mut owner_of_webhook: HashMap<Uuid, String> = HashMap::new();
@@ -279,8 +292,7 @@ impl Config {
                         format!("webhook id {} is already registered at {other}", webhook.id),
                     ));
                 }
-                let secrets =
-                    secrets::resolve_all(&key, webhook, &mut owner_of_secret, &mut warnings)?;
+                let secrets = secrets::resolve_all(&key, webhook, &mut owner_of_secret, warnings)?;
                 registrations.push(Registration {
                     id: webhook.id,
                     environment: name.clone(),
@@ -296,7 +308,7 @@ impl Config {
                 allow_ips,
             });
         }
-        Ok((Registry::new(environments, registrations), warnings))
+        Ok(Registry::new(environments, registrations))
     }
 }
 

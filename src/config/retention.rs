@@ -5,7 +5,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Config, ConfigError, Warnings};
-use crate::retention::RetentionPolicy;
 
 /// Unset `events_days` / `dead_days` keep that kind forever (the default: deleting payment history
 /// is the operator's decision). Nothing is ever removed inside `dedup_days` of its last arrival.
@@ -23,6 +22,23 @@ pub struct RetentionConfig {
     pub interval_secs: u64,
     /// Rows per delete statement: small, so locks are short.
     pub batch_size: u32,
+}
+
+/// What the retention sweep runs with: `[retention]`, validated.
+#[derive(Debug, Clone)]
+pub struct RetentionPolicy {
+    pub events_days: Option<u32>,
+    pub dead_days: Option<u32>,
+    pub dedup_days: u32,
+    pub batch_size: i64,
+    pub interval: Duration,
+}
+
+impl RetentionPolicy {
+    /// Whether anything can expire at all.
+    pub fn is_active(&self) -> bool {
+        self.events_days.is_some() || self.dead_days.is_some()
+    }
 }
 
 impl Config {

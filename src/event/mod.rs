@@ -11,6 +11,10 @@ pub mod payment_state;
 
 pub use dedup::DedupKey;
 
+mod routing;
+
+pub use routing::{EventFilter, Route, Routing};
+
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::error_code::ErrorCode;
 use crate::verify::Environment;
 
 /// A verified body, parsed and classified.
@@ -53,12 +58,18 @@ pub enum PayloadError {
 }
 
 impl PayloadError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Malformed(_) => "malformed_payload",
-            Self::EventMismatch { .. } => "event_mismatch",
-            Self::ScopeMismatch { .. } => "scope_mismatch",
+            Self::Malformed(_) => ErrorCode::MalformedPayload,
+            Self::EventMismatch { .. } => ErrorCode::EventMismatch,
+            Self::ScopeMismatch { .. } => ErrorCode::ScopeMismatch,
         }
+    }
+}
+
+impl From<PayloadError> for crate::error_code::Refusal {
+    fn from(e: PayloadError) -> Self {
+        Self::new(e.code(), e.to_string())
     }
 }
 

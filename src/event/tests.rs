@@ -30,7 +30,7 @@ fn a_receive_event_is_classified_with_its_payment() {
 fn a_payment_of_another_organization_is_out_of_scope() {
     let payload = Payload::parse(&fixture("send-succeeded-bolt11.json")).expect("parses");
     let err = payload.check_scope(&production()).expect_err("other org");
-    assert_eq!(err.code(), "scope_mismatch");
+    assert_eq!(err.code().as_str(), "scope_mismatch");
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn bodies_that_are_not_voltage_events_are_malformed() {
         let err = Payload::parse(body).expect_err("malformed");
         assert_eq!(
             err.code(),
-            "malformed_payload",
+            crate::error_code::ErrorCode::MalformedPayload,
             "{}",
             String::from_utf8_lossy(body)
         );
@@ -87,7 +87,7 @@ fn the_event_header_must_match_the_signed_event() {
             .check_event_header(Some("test.created"))
             .expect_err("mismatch")
             .code(),
-        "event_mismatch"
+        crate::error_code::ErrorCode::EventMismatch
     );
 }
 

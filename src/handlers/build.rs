@@ -3,12 +3,12 @@
 use anyhow::Context as _;
 
 use super::{
-    stack_with, HandlerSet, HttpHandler, LogHandler, NatsHandler, RegisteredHandler, Route,
-    StackSettings,
+    stack_with, HandlerSet, HttpHandler, LogHandler, NatsHandler, RegisteredHandler, StackSettings,
 };
 use super::{StandardWebhookSigner, StreamSettings};
-use crate::dispatch::RetryPolicy;
-use crate::reconcile::confirm::ConfirmLayer;
+use crate::event::Route;
+use crate::handlers::ConfirmLayer;
+use crate::retry::RetryPolicy;
 
 /// A validated `[[handlers]]` entry.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use hmac::{Hmac, Mac};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::Sha256;
@@ -128,23 +128,11 @@ fn outcome(status: StatusCode, headers: &HeaderMap) -> Result<(), HandlerError> 
     if retryable {
         Err(HandlerError::Retryable {
             message,
-            retry_after: retry_after(headers),
+            retry_after: crate::retry::retry_after(headers),
         })
     } else {
         Err(HandlerError::permanent(message))
     }
-}
-
-/// `Retry-After` as delay-seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-        .to_std()
-        .ok()
 }
 
 #[cfg(test)]
@@ -169,27 +157,6 @@ mod tests {
                 "{permanent}"
             );
         }
-    }
-
-    #[test]
-    fn retry_after_accepts_seconds_and_dates() {
-        let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, "7".parse().expect("header"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        let later = chrono::Utc::now() + chrono::Duration::seconds(120);
-        headers.insert(
-            RETRY_AFTER,
-            later
-                .to_rfc2822()
-                .replace("+0000", "GMT")
-                .parse()
-                .expect("header"),
-        );
-        let parsed = retry_after(&headers).expect("date parsed");
-        assert!(
-            parsed > Duration::from_secs(110) && parsed <= Duration::from_secs(120),
-            "{parsed:?}"
-        );
     }
 
     #[test]

@@ -6,17 +6,17 @@
 //! classified outcome. Library users register their own services (see `examples/custom_handler.rs`).
 
 mod build;
+mod confirm;
 mod http;
 mod layers;
 mod log;
 mod nats;
-mod routing;
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tower::util::BoxCloneSyncService;
@@ -24,15 +24,14 @@ use tower::{Service, ServiceBuilder};
 use uuid::Uuid;
 
 pub use self::build::{build, HandlerSpec, KindSpec};
-pub(crate) use self::http::retry_after;
 pub use self::http::{HttpHandler, StandardWebhookSigner};
 pub use self::log::LogHandler;
 pub use self::nats::{nats_subject, NatsHandler, StreamSettings};
+pub use confirm::ConfirmLayer;
 pub use layers::classify;
-pub use routing::{EventFilter, Route, Routing};
 
-use crate::dispatch::RetryPolicy;
-use crate::reconcile::confirm::ConfirmLayer;
+use crate::event::{Route, Routing};
+use crate::retry::RetryPolicy;
 
 /// One stored event on its way to one handler, for one attempt.
 #[derive(Debug, Clone)]

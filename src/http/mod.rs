@@ -4,6 +4,7 @@
 //! and `store`, and their typed outcomes into status codes; it holds no business rules of its own.
 
 mod api;
+mod application;
 pub(crate) mod error;
 mod health;
 mod ingest;
@@ -17,11 +18,10 @@ use std::sync::Arc;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderName, StatusCode, Uri};
+use axum::http::{header, HeaderName, Uri};
 use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{DateTime, Utc};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -29,42 +29,26 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
+pub use crate::ingest::Accepted;
 pub use api::{ApiDoc, StreamSlots};
+pub use application::Application;
 pub use error::ApiError;
-pub use ingest::Accepted;
 pub use probe_cache::ProbeCache;
 pub use server::{bind, serve, ServerLimits};
 
 use crate::auth::client_ip;
-use crate::handlers::Routing;
-use crate::store::{GroupCommit, Store};
+use crate::error_code::ErrorCode;
+use crate::ingest::Intake;
+use crate::store::Store;
 use crate::telemetry::metrics as names;
 use crate::verify::Registry;
-
-/// The time source for the timestamp window; a fixed one lets tests replay recorded deliveries.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-/// Limits applied to every delivery.
-#[derive(Debug, Clone, Copy)]
-pub struct IngestSettings {
-    pub max_body_bytes: usize,
-    pub tolerance_secs: u64,
-    /// A body not fully received within this gets 408: trickling clients are cut off.
-    pub body_read_timeout: std::time::Duration,
-}
 
 /// Everything a handler may use. Dependencies are explicit here, never `Extension`s.
 #[derive(Clone)]
 pub struct AppState {
-    /// Swapped whole on SIGHUP: each request verifies against one consistent snapshot.
-    pub registry: Arc<arc_swap::ArcSwap<Registry>>,
-    /// Which handlers each new event is enqueued for, in the event's own transaction.
-    pub routing: Arc<Routing>,
-    /// Where new events go: group commit in front of the store.
-    pub writer: GroupCommit,
+    /// Deliveries: registrations, routes, the group-commit writer, limits and clock.
+    pub intake: Intake,
     pub store: Store,
-    pub ingest: IngestSettings,
-    pub clock: Clock,
     /// The Prometheus registry `/metrics` renders.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub limits: RequestLimits,
@@ -82,16 +66,9 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("registry", &self.registry)
-            .field("routing", &self.routing)
-            .field("ingest", &self.ingest)
+            .field("intake", &self.intake)
             .finish_non_exhaustive()
     }
-}
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(Utc::now)
 }
 
 /// The application's routes with the full middleware stack, `/metrics` included.
@@ -119,7 +96,7 @@ pub fn admin_router(state: AppState) -> Router {
 fn build_router(state: AppState, with_metrics: bool) -> Router {
     // Deliveries and the query API are limited; health and metrics stay answerable under overload,
     // so a load balancer does not eject a replica that is merely busy.
-    let registry = state.registry.clone();
+    let registry = state.intake.registry.clone();
     let limited = Router::new()
         .route("/webhooks/{environment}", post(ingest::receive))
         .merge(api::routes())
@@ -163,23 +140,14 @@ fn build_router(state: AppState, with_metrics: bool) -> Router {
 fn refuse(registry: &Registry, uri: &Uri, error: tower::BoxError) -> ApiError {
     let refusal = if error.is::<tower::load_shed::error::Overloaded>() {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ErrorCode::Overloaded,
             "too many requests in progress; retry later",
         )
     } else if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long; retry later",
-        )
+        ApiError::new(ErrorCode::Timeout, "the request took too long; retry later")
     } else {
         tracing::error!(error = %error, "request failed in the middleware stack");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        ApiError::new(ErrorCode::Internal, "internal error")
     };
     match uri.path().strip_prefix("/webhooks/") {
         Some(environment) => {
@@ -188,16 +156,17 @@ fn refuse(registry: &Registry, uri: &Uri, error: tower::BoxError) -> ApiError {
                 Some(env) => env.name.clone(),
                 None => "unknown".to_owned(),
             };
-            ::metrics::counter!(names::WEBHOOK_REQUESTS, "environment" => label, "outcome" => refusal.code)
+            ::metrics::counter!(names::WEBHOOK_REQUESTS, "environment" => label, "outcome" => refusal.code.as_str())
                 .increment(1);
         }
         None => {
-            ::metrics::counter!(names::API_REQUESTS_REFUSED, "outcome" => refusal.code).increment(1)
+            ::metrics::counter!(names::API_REQUESTS_REFUSED, "outcome" => refusal.code.as_str())
+                .increment(1)
         }
     }
     tracing::warn!(
-        status = refusal.status.as_u16(),
-        code = refusal.code,
+        status = refusal.code.status(),
+        code = refusal.code.as_str(),
         "request refused by the limits"
     );
     refusal
@@ -269,8 +238,8 @@ async fn refuse_nul(request: Request, next: axum::middleware::Next) -> axum::res
     let uri = request.uri();
     let has_nul = |text: &str| text.as_bytes().windows(3).any(|w| w == b"%00");
     if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
-        return ApiError::bad_request(
-            "invalid_parameter",
+        return ApiError::new(
+            ErrorCode::InvalidParameter,
             "a path or query value contains a NUL byte (%00)",
         )
         .into_response();
@@ -279,14 +248,13 @@ async fn refuse_nul(request: Request, next: axum::middleware::Next) -> axum::res
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such route")
+    ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
 /// The route exists, the method does not: the documented error body; axum adds the `Allow` header.
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not accept this method; the Allow header lists those it does",
     )
 }

@@ -11,22 +11,20 @@
 //! in-progress state of a payment already seen (a partial receipt, a refreshed invoice) cannot be
 //! named from the API alone: it is counted as `unnamed` and left to its webhook.
 
-mod client;
-pub mod confirm;
 mod run;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use serde_json::{json, Value};
 
-pub use client::{ApiError, ApiKey, Page, Target, Transport, VoltageApi};
+pub use crate::voltage_api::{ApiError, ApiKey, Page, Target, Transport, VoltageApi};
 pub use run::run;
 
 use crate::event::Payload;
-use crate::handlers::Routing;
+use crate::event::Routing;
 use crate::store::{KnownState, OwnedEvent, Store, StoreError, Stored};
 use crate::telemetry::metrics as names;
 
@@ -179,26 +177,7 @@ impl Reconciler {
         horizon: Option<DateTime<Utc>>,
         report: &mut SweepReport,
     ) -> Result<bool, ReconcileError> {
-        let mut past_horizon = false;
-        let states: Vec<ApiState<'_>> = page
-            .payments
-            .iter()
-            .filter_map(|payment| {
-                let state = ApiState::read(payment);
-                report.unreadable += u64::from(state.is_none());
-                state
-            })
-            .filter(|state| {
-                let old = horizon.is_some_and(|h| state.created_at.is_some_and(|c| c < h));
-                past_horizon |= old;
-                !old
-            })
-            .filter(|state| {
-                let ours = state.belongs_to(target);
-                report.foreign += u64::from(!ours);
-                ours
-            })
-            .collect();
+        let (states, past_horizon) = ours_within(target, page, horizon, report);
         let ids: Vec<String> = states.iter().map(|s| s.id.to_owned()).collect();
         let known = self
             .store
@@ -219,17 +198,29 @@ impl Reconciler {
                 events.push(event);
             }
         }
-        if !events.is_empty() {
-            for outcome in self.store.insert_batch(&events).await? {
-                match outcome {
-                    Stored::New(_) => report.stored += 1,
-                    Stored::Duplicate(_) => report.duplicates += 1,
-                }
-            }
-            metrics::counter!(names::RECONCILE_GAPS, "environment" => target.environment.clone())
-                .increment(events.len() as u64);
-        }
+        self.store_gaps(target, &events, report).await?;
         Ok(past_horizon)
+    }
+
+    /// Writes the synthesized events in one batch and counts what was new.
+    async fn store_gaps(
+        &self,
+        target: &Target,
+        events: &[OwnedEvent],
+        report: &mut SweepReport,
+    ) -> Result<(), ReconcileError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        for outcome in self.store.insert_batch(events).await? {
+            match outcome {
+                Stored::New(_) => report.stored += 1,
+                Stored::Duplicate(_) => report.duplicates += 1,
+            }
+        }
+        metrics::counter!(names::RECONCILE_GAPS, "environment" => target.environment.clone())
+            .increment(events.len() as u64);
+        Ok(())
     }
 
     /// The body Voltage would have delivered for this state, as an event ready for the store.
@@ -262,6 +253,37 @@ struct ApiState<'a> {
     status: &'a str,
     updated_at: DateTime<Utc>,
     created_at: Option<DateTime<Utc>>,
+}
+
+/// The page's readable payments of `target`'s environment, newer than `horizon`; and whether the
+/// page reached past the horizon (the list is newest first: stop paging).
+fn ours_within<'p>(
+    target: &Target,
+    page: &'p Page,
+    horizon: Option<DateTime<Utc>>,
+    report: &mut SweepReport,
+) -> (Vec<ApiState<'p>>, bool) {
+    let mut past_horizon = false;
+    let states = page
+        .payments
+        .iter()
+        .filter_map(|payment| {
+            let state = ApiState::read(payment);
+            report.unreadable += u64::from(state.is_none());
+            state
+        })
+        .filter(|state| {
+            let old = horizon.is_some_and(|h| state.created_at.is_some_and(|c| c < h));
+            past_horizon |= old;
+            !old
+        })
+        .filter(|state| {
+            let ours = state.belongs_to(target);
+            report.foreign += u64::from(!ours);
+            ours
+        })
+        .collect();
+    (states, past_horizon)
 }
 
 impl<'a> ApiState<'a> {

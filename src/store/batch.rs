@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 

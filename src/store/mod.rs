@@ -8,7 +8,6 @@ mod api_keys;
 mod attempts;
 mod batch;
 mod events;
-mod group_commit;
 mod lock;
 mod outbox;
 mod payments;
@@ -25,11 +24,14 @@ use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+/// The pool and a connection of it, named here so that no module above the store names the driver.
+pub type Pool = PgPool;
+pub type Connection = sqlx::PgConnection;
+
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use attempts::{AttemptRecord, Completion, Next};
 pub use batch::{Origin, OwnedEvent};
 pub use events::{NewEvent, Stored, StoredEvent};
-pub use group_commit::{BatchFailed, GroupCommit, GroupCommitSettings};
 pub use lock::{lock_key, SessionLock};
 pub use outbox::{ClaimRequest, Claimed, DeliveryState, OutboxStats, WAKE_CHANNEL};
 pub use payments::KnownState;
@@ -77,6 +79,15 @@ impl Store {
             pool,
             waker: wake::Waker::default(),
         }
+    }
+
+    /// LISTENs for new outbox rows until `shutdown`, waking every lane on each notification.
+    pub fn listen_for_work(
+        &self,
+        wake: Vec<std::sync::Arc<tokio::sync::Notify>>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        wake::listen(self.pool.clone(), wake, shutdown)
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -14,6 +14,8 @@ pub use registry::{Environment, Registration, Registry};
 pub use signature::{sign, SignatureCheck};
 
 use chrono::{DateTime, Utc};
+
+use crate::error_code::ErrorCode;
 use uuid::Uuid;
 
 /// The header names Voltage sends, lower-case as `http` stores them.
@@ -53,14 +55,20 @@ pub enum VerifyError {
 
 impl VerifyError {
     /// The stable machine-readable code clients and dashboards key on.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::MissingHeader(_) => "missing_header",
-            Self::UnknownWebhook => "unknown_webhook",
-            Self::WrongEnvironment { .. } => "wrong_environment",
-            Self::StaleTimestamp { .. } => "stale_timestamp",
-            Self::InvalidSignature => "invalid_signature",
+            Self::MissingHeader(_) => ErrorCode::MissingHeader,
+            Self::UnknownWebhook => ErrorCode::UnknownWebhook,
+            Self::WrongEnvironment { .. } => ErrorCode::WrongEnvironment,
+            Self::StaleTimestamp { .. } => ErrorCode::StaleTimestamp,
+            Self::InvalidSignature => ErrorCode::InvalidSignature,
         }
+    }
+}
+
+impl From<VerifyError> for crate::error_code::Refusal {
+    fn from(e: VerifyError) -> Self {
+        Self::new(e.code(), e.to_string())
     }
 }
 

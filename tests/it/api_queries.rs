@@ -334,7 +334,7 @@ async fn the_openapi_document_describes_every_route(pool: PgPool) {
 
 /// `audit` takes everything; `prod-ledger` production only; `sends` only `send.*` events.
 fn routed_app(pool: PgPool) -> axum::Router {
-    use voltage_webhooks::handlers::{EventFilter, Route};
+    use voltage_webhooks::event::{EventFilter, Route};
     let route = |environments: Option<&[&str]>, filter: &str| Route {
         environments: environments.map(|e| e.iter().map(|s| s.to_string()).collect()),
         filters: vec![EventFilter::parse(filter).unwrap()],

@@ -216,7 +216,7 @@ async fn concurrent_streams_per_api_key_are_capped(pool: PgPool) {
     let state = voltage_webhooks::app::app_state(
         &config,
         registry,
-        voltage_webhooks::handlers::Routing::default(),
+        voltage_webhooks::event::Routing::default(),
         pool.clone(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use voltage_webhooks::app::handler_set;
 use voltage_webhooks::auth::Permission;
 use voltage_webhooks::config::Config;
-use voltage_webhooks::handlers::{HandlerError, Route};
+use voltage_webhooks::event::Route;
+use voltage_webhooks::handlers::HandlerError;
 use voltage_webhooks::store::{ClaimRequest, Store};
 
 const ENV: &str = "/v1/environments/production";

@@ -26,7 +26,7 @@ async fn downstream(statuses: Vec<u16>) -> (String, Seen) {
     let recorded = seen.clone();
     let app = axum::Router::new().route(
         "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+        axum::routing::post(move |headers: HeaderMap, body: bytes::Bytes| {
             let recorded = recorded.clone();
             let statuses = statuses.clone();
             async move {

@@ -9,10 +9,9 @@ use crate::common::fanout::*;
 use crate::common::voltage_api::*;
 use crate::common::*;
 use sqlx::PgPool;
-use voltage_webhooks::handlers::{
-    stack_with, EventFilter, HandlerRequest, RegisteredHandler, Route, StackSettings,
-};
-use voltage_webhooks::reconcile::confirm::ConfirmLayer;
+use voltage_webhooks::event::{EventFilter, Route};
+use voltage_webhooks::handlers::ConfirmLayer;
+use voltage_webhooks::handlers::{stack_with, HandlerRequest, RegisteredHandler, StackSettings};
 use voltage_webhooks::reconcile::{ReconcileSettings, Reconciler};
 use voltage_webhooks::store::Store;
 
@@ -155,7 +154,7 @@ async fn the_api_key_never_reaches_the_logs(pool: PgPool) {
     let reconciler = Reconciler {
         store: Store::new(pool.clone()),
         api: client(&base, 3),
-        routing: Arc::new(voltage_webhooks::handlers::Routing::default()),
+        routing: Arc::new(voltage_webhooks::event::Routing::default()),
         settings: ReconcileSettings {
             interval: Duration::from_secs(300),
             page_size: 1,

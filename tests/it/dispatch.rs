@@ -9,7 +9,8 @@ use crate::common::fanout::*;
 use crate::common::*;
 use sqlx::PgPool;
 use uuid::Uuid;
-use voltage_webhooks::handlers::{EventFilter, HandlerError, Route};
+use voltage_webhooks::event::{EventFilter, Route};
+use voltage_webhooks::handlers::HandlerError;
 use voltage_webhooks::store::{ClaimRequest, Completion, Next, Store};
 
 fn route(environments: Option<&[&str]>, filters: &[&str]) -> Route {

@@ -252,3 +252,46 @@ fn the_openapi_document_is_complete_for_validators_and_generated_clients() {
         serde_json::json!({"type": "object"})
     );
 }
+
+/// The error table of docs/api.md is generated from the one list of codes (`src/error_code.rs`):
+/// a code added, renamed or given another status without the docs following fails here.
+#[test]
+fn the_error_table_of_the_api_docs_is_the_list_of_codes() {
+    const BEGIN: &str = "<!-- error-codes:begin";
+    const END: &str = "<!-- error-codes:end -->";
+    let path = repository_file("docs/api.md");
+    let text = std::fs::read_to_string(&path).expect("docs/api.md");
+    let begin = text
+        .find(BEGIN)
+        .expect("docs/api.md has the error-codes:begin marker");
+    let body_start = begin + text[begin..].find("-->\n").expect("marker closes") + 4;
+    let end = text
+        .find(END)
+        .expect("docs/api.md has the error-codes:end marker");
+    let generated = voltage_webhooks::error_code::markdown_table();
+    if std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1") {
+        let updated = format!("{}{generated}{}", &text[..body_start], &text[end..]);
+        std::fs::write(&path, updated).expect("writing docs/api.md");
+        return;
+    }
+    assert_eq!(
+        text[body_start..end],
+        generated,
+        "docs/api.md's error table is stale: regenerate it with \
+         `UPDATE_DOCS=1 DATABASE_URL=... cargo test --test it docs::` and commit it"
+    );
+}
+
+/// Every code the OpenAPI document's `ErrorCode` schema lists is a code of the list, and back.
+#[test]
+fn the_openapi_error_code_enum_is_the_list_of_codes() {
+    let text = std::fs::read_to_string(repository_file("docs/openapi.json")).expect("openapi");
+    let doc: Value = serde_json::from_str(&text).expect("JSON");
+    let listed: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode is an enum schema")
+        .iter()
+        .map(|v| v.as_str().expect("string"))
+        .collect();
+    assert_eq!(listed, voltage_webhooks::error_code::wire_names());
+}

@@ -14,8 +14,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
+use voltage_webhooks::event::Route;
 use voltage_webhooks::handlers::{
-    stack, HandlerError, HandlerRequest, RegisteredHandler, Route, StackSettings,
+    stack, HandlerError, HandlerRequest, RegisteredHandler, StackSettings,
 };
 
 /// Per event: calls running now, the most ever running at once, and calls in all.

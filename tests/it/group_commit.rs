@@ -10,9 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 use voltage_webhooks::event::{DedupKey, Payload};
-use voltage_webhooks::store::{
-    GroupCommit, GroupCommitSettings, NewEvent, OwnedEvent, Store, Stored,
-};
+use voltage_webhooks::ingest::{GroupCommit, GroupCommitSettings};
+use voltage_webhooks::store::{NewEvent, OwnedEvent, Store, Stored};
 use voltage_webhooks::verify::Verified;
 
 fn event(tag: &str) -> OwnedEvent {
@@ -45,7 +44,7 @@ fn settings(max_events: usize, max_wait_ms: u64) -> GroupCommitSettings {
 async fn submit_all(
     writer: &GroupCommit,
     events: Vec<OwnedEvent>,
-) -> Vec<Result<Stored, voltage_webhooks::store::BatchFailed>> {
+) -> Vec<Result<Stored, voltage_webhooks::ingest::BatchFailed>> {
     let tasks: Vec<_> = events
         .into_iter()
         .map(|e| {

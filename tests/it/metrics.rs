@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use sqlx::PgPool;
 use tower::ServiceExt as _;
-use voltage_webhooks::handlers::{Route, Routing};
+use voltage_webhooks::event::{Route, Routing};
 
 type Sample = (String, BTreeMap<String, String>, f64);
 
@@ -59,7 +59,7 @@ fn the_metrics_reflect_a_known_sequence_of_requests() {
 
 async fn the_metrics_reflect_a_known_sequence_of_requests_alone(pool: PgPool) {
     let mut state = state(pool.clone());
-    state.routing = Arc::new(Routing::new(vec![("audit".into(), Route::all())]));
+    state.intake.routing = Arc::new(Routing::new(vec![("audit".into(), Route::all())]));
     let app = voltage_webhooks::http::router(state);
     let body = |tag: &str| {
         format!(r#"{{"type":"test","detail":{{"event":"created","data":"{tag}"}}}}"#).into_bytes()

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tower::ServiceExt as _;
 use voltage_webhooks::app::app_state;
 use voltage_webhooks::config::Config;
-use voltage_webhooks::handlers::Routing;
+use voltage_webhooks::event::Routing;
 use voltage_webhooks::http::router;
 
 fn app_with(pool: PgPool, server: &str, allow_ips: &str, peer: &str) -> Router {

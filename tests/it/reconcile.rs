@@ -10,7 +10,7 @@ use crate::common::voltage_api::*;
 use crate::common::*;
 use serde_json::Value;
 use sqlx::PgPool;
-use voltage_webhooks::handlers::{EventFilter, Route, Routing};
+use voltage_webhooks::event::{EventFilter, Route, Routing};
 use voltage_webhooks::reconcile::{
     lock_name, ApiError, CutShort, ReconcileError, ReconcileSettings, Reconciler, Sweep,
     SweepReport,

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use voltage_webhooks::app::app_state;
 use voltage_webhooks::config::Config;
-use voltage_webhooks::handlers::Routing;
+use voltage_webhooks::event::Routing;
 use voltage_webhooks::http::{router, serve, ServerLimits};
 
 /// Writes `prefix` whole, then `trickle` one byte every 100 ms; returns how long until the server

@@ -4,11 +4,12 @@
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use chrono::Utc;
 
 use crate::auth::{hash_key, parse_cidrs, Permission};
+use crate::error_code::ErrorCode;
 use crate::http::{ApiError, AppState};
+use crate::store::ApiKeyRecord;
 
 /// A caller allowed into one environment.
 #[derive(Debug, Clone)]
@@ -40,60 +41,27 @@ impl FromRequestParts<AppState> for Writer {
     }
 }
 
-fn forbidden(code: &'static str, detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, code, detail)
-}
-
 async fn authorize(
     parts: &mut Parts,
     state: &AppState,
     needed: Permission,
 ) -> Result<Access, ApiError> {
-    let unauthorized = |code, detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, detail);
-    let key = parts
-        .headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            unauthorized("missing_api_key", "send an API key in the x-api-key header")
-        })?;
-    let record = state
-        .store
-        .api_key_by_hash(&hash_key(key))
-        .await
-        .map_err(|e| ApiError::unavailable_because(&e))?
-        .filter(|k| k.is_usable(Utc::now()))
-        .ok_or_else(|| {
-            unauthorized(
-                "invalid_api_key",
-                "the API key is unknown, revoked or expired",
-            )
-        })?;
-
+    let record = usable_key(parts, state).await?;
     let environment = path_environment(parts, state).await?;
     if record.environment != environment {
-        return Err(forbidden(
-            "wrong_environment",
+        return Err(ApiError::new(
+            ErrorCode::KeyForOtherEnvironment,
             format!("this key belongs to environment {:?}", record.environment),
         ));
     }
     let permission = Permission::parse(&record.permission).unwrap_or(Permission::Read);
     if !permission.allows(needed) {
-        return Err(forbidden(
-            "insufficient_permission",
+        return Err(ApiError::new(
+            ErrorCode::InsufficientPermission,
             format!("this needs a {} key", needed.as_str()),
         ));
     }
-    if !record.allow_ips.is_empty() {
-        let allowed = parse_cidrs(&record.allow_ips).unwrap_or_default();
-        let client = crate::http::caller_address(parts, state).await;
-        if !client.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
-            return Err(forbidden(
-                "ip_not_allowed",
-                "this key may not be used from this address",
-            ));
-        }
-    }
+    check_allow_list(parts, state, &record.allow_ips).await?;
     if let Err(e) = state.store.touch_api_key(record.id).await {
         tracing::debug!(error = %e, "recording the key's last use failed");
     }
@@ -105,13 +73,59 @@ async fn authorize(
     })
 }
 
+/// The `x-api-key` header's key, if it is known, unrevoked and unexpired.
+async fn usable_key(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
+    let key = parts
+        .headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingApiKey,
+                "send an API key in the x-api-key header",
+            )
+        })?;
+    state
+        .store
+        .api_key_by_hash(&hash_key(key))
+        .await
+        .map_err(|e| ApiError::unavailable_because(&e))?
+        .filter(|k| k.is_usable(Utc::now()))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "the API key is unknown, revoked or expired",
+            )
+        })
+}
+
+/// A key with an allow-list is refused from outside it.
+async fn check_allow_list(
+    parts: &mut Parts,
+    state: &AppState,
+    allow_ips: &[String],
+) -> Result<(), ApiError> {
+    if allow_ips.is_empty() {
+        return Ok(());
+    }
+    let allowed = parse_cidrs(allow_ips).unwrap_or_default();
+    let client = crate::http::caller_address(parts, state).await;
+    if client.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::IpNotAllowed,
+        "this key may not be used from this address",
+    ))
+}
+
 async fn path_environment(parts: &mut Parts, state: &AppState) -> Result<String, ApiError> {
     let params = RawPathParams::from_request_parts(parts, state)
         .await
-        .map_err(|_| ApiError::not_found("not_found", "no such route"))?;
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such route"))?;
     params
         .iter()
         .find(|(name, _)| *name == "environment")
         .map(|(_, value)| value.to_owned())
-        .ok_or_else(|| ApiError::not_found("not_found", "no such route"))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such route"))
 }

@@ -5,11 +5,12 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::error_code::ErrorCode;
 use crate::http::ApiError;
 
 fn invalid() -> ApiError {
-    ApiError::bad_request(
-        "invalid_cursor",
+    ApiError::new(
+        ErrorCode::InvalidCursor,
         "the cursor is not one this API issued for this query",
     )
 }

@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::access::{Reader, Writer};
 use super::events::query_error;
+use crate::error_code::ErrorCode;
 use crate::http::{ApiError, AppState};
 use crate::store::{AttemptRecord, DeliveryState, RetryOutcome};
 
@@ -45,8 +46,8 @@ pub async fn list(
 ) -> Result<Json<DeliveryPage>, ApiError> {
     let Query(params) = query.map_err(query_error)?;
     if let Some(status) = params.status.as_deref().filter(|s| !STATUSES.contains(s)) {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
             format!("status {status:?}: one of {STATUSES:?}"),
         ));
     }
@@ -97,8 +98,12 @@ pub async fn attempts(
     query: Result<Query<AttemptParams>, QueryRejection>,
 ) -> Result<Json<AttemptPage>, ApiError> {
     let Query(params) = query.map_err(query_error)?;
-    let not_found =
-        || ApiError::not_found("delivery_not_found", "no such delivery in this environment");
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::DeliveryNotFound,
+            "no such delivery in this environment",
+        )
+    };
     let id: i64 = id.parse().map_err(|_| not_found())?;
     let limit = super::page_limit(params.limit)?;
     let mut attempts = state
@@ -138,7 +143,7 @@ pub async fn retry(
 ) -> Result<(StatusCode, Json<RetryResponse>), ApiError> {
     let id: i64 = id
         .parse()
-        .map_err(|_| ApiError::not_found("delivery_not_found", "no such delivery"))?;
+        .map_err(|_| ApiError::new(ErrorCode::DeliveryNotFound, "no such delivery"))?;
     // Only to a handler the event is routed to today (a reload may have narrowed the route).
     let route = state
         .store
@@ -147,6 +152,7 @@ pub async fn retry(
         .map_err(|e| ApiError::unavailable_because(&e))?;
     if let Some(r) = &route {
         let subscribed = state
+            .intake
             .routing
             .matching(&r.environment, &r.event_type, &r.event);
         if !subscribed.contains(&r.handler) {
@@ -167,12 +173,11 @@ pub async fn retry(
             }),
         )),
         RetryOutcome::NotDead(status) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_dead",
+            ErrorCode::NotDead,
             format!("only dead deliveries are retried; this one is {status}"),
         )),
-        RetryOutcome::NotFound => Err(ApiError::not_found(
-            "delivery_not_found",
+        RetryOutcome::NotFound => Err(ApiError::new(
+            ErrorCode::DeliveryNotFound,
             "no such delivery in this environment",
         )),
     }

@@ -63,7 +63,7 @@ impl utoipa::Modify for Errors {
                 for status in always {
                     responses
                         .entry(status.to_owned())
-                        .or_insert_with(|| error(codes_of(status)).into());
+                        .or_insert_with(|| error(&codes_of(status)).into());
                 }
                 // Statuses the annotations list without a body are errors too: give them the body.
                 for (status, response) in responses.iter_mut() {
@@ -72,7 +72,7 @@ impl utoipa::Modify for Errors {
                     }
                     if let utoipa::openapi::RefOr::T(r) = response {
                         if r.content.is_empty() {
-                            *r = error(codes_of(status));
+                            *r = error(&codes_of(status));
                         }
                     }
                 }
@@ -81,19 +81,26 @@ impl utoipa::Modify for Errors {
     }
 }
 
-/// The error codes each status can carry (docs/api.md lists when).
-fn codes_of(status: &str) -> &'static str {
-    match status {
-        "400" => "invalid_parameter (an unknown, repeated or malformed parameter, a NUL byte), invalid_cursor, invalid_body",
-        "401" => "missing_api_key, invalid_api_key",
-        "403" => "wrong_environment, insufficient_permission, ip_not_allowed",
-        "404" => "event_not_found, payment_not_found, delivery_not_found",
-        "409" => "not_dead: only a dead delivery is retried",
-        "422" => "unknown_handler, handler_not_subscribed, no_handlers, idempotency_key_reused",
-        "429" => "too_many_streams: the key holds server.max_streams_per_api_key streams",
-        "503" => "unavailable, overloaded, timeout: retry after Retry-After seconds",
-        _ => "error",
+/// The error codes a query-API answer of `status` can carry, from the one list of codes
+/// ([`crate::error_code::CATALOG`]; docs/api.md lists when each is answered).
+fn codes_of(status: &str) -> String {
+    let mut codes: Vec<&str> = Vec::new();
+    for entry in crate::error_code::CATALOG {
+        let on_api = entry.area != crate::error_code::Area::Deliveries;
+        let code = entry.code.as_str();
+        if on_api && entry.code.status().to_string() == status && !codes.contains(&code) {
+            codes.push(code);
+        }
     }
+    if codes.is_empty() {
+        return "error".to_owned();
+    }
+    let retry = if status == "503" {
+        ": retry after Retry-After seconds"
+    } else {
+        ""
+    };
+    format!("{}{retry}", codes.join(", "))
 }
 
 fn error(codes: &str) -> utoipa::openapi::Response {

@@ -1,12 +1,12 @@
 //! `/v1/environments/{environment}/events...`: listing with keyset pages, one event, its exact
 //! bytes, its deliveries, and replay.
 
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::access::{Reader, Writer};
 use super::cursor;
 use super::NoQuery;
+use crate::error_code::ErrorCode;
 use crate::http::{ApiError, AppState};
 use crate::store::{DeliveryState, EventQuery, EventSummary, ReplayOutcome, StoredEvent};
 
@@ -71,11 +72,11 @@ pub struct EventDetail {
 }
 
 pub(super) fn query_error(e: QueryRejection) -> ApiError {
-    ApiError::bad_request("invalid_parameter", e.body_text())
+    ApiError::new(ErrorCode::InvalidParameter, e.body_text())
 }
 
 pub(super) fn event_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| ApiError::not_found("event_not_found", "no such event"))
+    Uuid::parse_str(text).map_err(|_| ApiError::new(ErrorCode::EventNotFound, "no such event"))
 }
 
 pub(super) fn summary(e: &StoredEvent) -> EventSummary {
@@ -100,7 +101,12 @@ async fn load(state: &AppState, environment: &str, id: &str) -> Result<StoredEve
         .event_in(environment, event_id(id)?)
         .await
         .map_err(|e| ApiError::unavailable_because(&e))?
-        .ok_or_else(|| ApiError::not_found("event_not_found", "no such event in this environment"))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::EventNotFound,
+                "no such event in this environment",
+            )
+        })
 }
 
 /// List events, newest first by default; pages are stable while new events arrive.
@@ -113,42 +119,9 @@ pub async fn list(
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<EventPage>, ApiError> {
     let Query(params) = query.map_err(query_error)?;
-    let ascending = match params.order.as_deref() {
-        None | Some("desc") => false,
-        Some("asc") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                format!("order {other:?}: use asc or desc"),
-            ))
-        }
-    };
+    let ascending = order_ascending(params.order.as_deref())?;
     let limit = super::page_limit(params.limit)?;
-    if let Some(source) = params.source.as_deref() {
-        if !["webhook", "reconciliation"].contains(&source) {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                format!("source {source:?}: use webhook or reconciliation"),
-            ));
-        }
-    }
-    let after = params
-        .cursor
-        .as_deref()
-        .map(|c| cursor::decode_page(c, ascending))
-        .transpose()?;
-    let query = EventQuery {
-        environment: access.environment,
-        event_types: super::list_param("type", params.event_type.as_deref())?,
-        events: super::list_param("event", params.event.as_deref())?,
-        source: params.source,
-        payment_id: params.payment_id,
-        received_after: params.received_after,
-        received_before: params.received_before,
-        ascending,
-        limit: limit + 1,
-        after,
-    };
+    let query = event_query(access.environment, &params, ascending, limit)?;
     let mut events = state
         .store
         .list_events(&query)
@@ -165,6 +138,53 @@ pub async fn list(
         next_cursor,
         resume_cursor,
     }))
+}
+
+/// `order`: `desc` (the default) or `asc`.
+fn order_ascending(order: Option<&str>) -> Result<bool, ApiError> {
+    match order {
+        None | Some("desc") => Ok(false),
+        Some("asc") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("order {other:?}: use asc or desc"),
+        )),
+    }
+}
+
+/// The store's query for a page of `limit` events (one more is read to know whether another
+/// page follows).
+fn event_query(
+    environment: String,
+    params: &ListParams,
+    ascending: bool,
+    limit: i64,
+) -> Result<EventQuery, ApiError> {
+    if let Some(source) = params.source.as_deref() {
+        if !["webhook", "reconciliation"].contains(&source) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("source {source:?}: use webhook or reconciliation"),
+            ));
+        }
+    }
+    let after = params
+        .cursor
+        .as_deref()
+        .map(|c| cursor::decode_page(c, ascending))
+        .transpose()?;
+    Ok(EventQuery {
+        environment,
+        event_types: super::list_param("type", params.event_type.as_deref())?,
+        events: super::list_param("event", params.event.as_deref())?,
+        source: params.source.clone(),
+        payment_id: params.payment_id.clone(),
+        received_after: params.received_after,
+        received_before: params.received_before,
+        ascending,
+        limit: limit + 1,
+        after,
+    })
 }
 
 /// One event: metadata and the parsed payload.
@@ -251,21 +271,8 @@ pub async fn replay(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReplayResponse>), ApiError> {
-    let request: ReplayRequest = if body.is_empty() {
-        ReplayRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
-    };
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            "Idempotency-Key must be 1 to 255 visible characters",
-        ));
-    }
+    let request = replay_request(&body)?;
+    let key = idempotency_key(&headers)?;
     let e = load(&state, &access.environment, &id).await?;
     let handlers = handlers_for(&state, &e, request.handlers)?;
     let outcome = state
@@ -273,23 +280,7 @@ pub async fn replay(
         .replay(&access.environment, e.id, &handlers, key.as_deref())
         .await
         .map_err(|e| ApiError::unavailable_because(&e))?;
-    let (status, handlers) = match outcome {
-        ReplayOutcome::Replayed { handlers } => ("replayed", handlers),
-        ReplayOutcome::AlreadyDone { handlers } => ("already_replayed", handlers),
-        ReplayOutcome::KeyReused => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for another event",
-            ))
-        }
-        ReplayOutcome::NotFound => {
-            return Err(ApiError::not_found(
-                "event_not_found",
-                "no such event in this environment",
-            ))
-        }
-    };
+    let (status, handlers) = replay_answer(outcome)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ReplayResponse {
@@ -300,6 +291,43 @@ pub async fn replay(
     ))
 }
 
+fn replay_request(body: &Bytes) -> Result<ReplayRequest, ApiError> {
+    if body.is_empty() {
+        return Ok(ReplayRequest::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible characters, when given.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "Idempotency-Key must be 1 to 255 visible characters",
+        ));
+    }
+    Ok(key)
+}
+
+/// The answer's status word and handlers, or the refusal, for what the store did.
+fn replay_answer(outcome: ReplayOutcome) -> Result<(&'static str, Vec<String>), ApiError> {
+    match outcome {
+        ReplayOutcome::Replayed { handlers } => Ok(("replayed", handlers)),
+        ReplayOutcome::AlreadyDone { handlers } => Ok(("already_replayed", handlers)),
+        ReplayOutcome::KeyReused => Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was used for another event",
+        )),
+        ReplayOutcome::NotFound => Err(ApiError::new(
+            ErrorCode::EventNotFound,
+            "no such event in this environment",
+        )),
+    }
+}
+
 /// The handlers a replay goes to: those named, each of which must be subscribed to the event (its
 /// route matches the event's environment and `type.event`), or every subscribed one. A write key
 /// of one environment must not reach a handler configured for another, or for other events.
@@ -308,15 +336,15 @@ fn handlers_for(
     e: &StoredEvent,
     named: Vec<String>,
 ) -> Result<Vec<String>, ApiError> {
-    let known = state.routing.names();
+    let known = state.intake.routing.names();
     if let Some(unknown) = named.iter().find(|n| !known.contains(n)) {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_handler",
+            ErrorCode::UnknownHandler,
             format!("no handler named {unknown:?}"),
         ));
     }
     let subscribed = state
+        .intake
         .routing
         .matching(&e.environment, &e.event_type, &e.event);
     if let Some(other) = named.iter().find(|n| !subscribed.contains(n)) {
@@ -325,8 +353,7 @@ fn handlers_for(
     let handlers = if named.is_empty() { subscribed } else { named };
     if handlers.is_empty() {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no_handlers",
+            ErrorCode::NoHandlers,
             "no handler is subscribed to this event",
         ));
     }
@@ -335,8 +362,7 @@ fn handlers_for(
 
 pub(super) fn not_subscribed(handler: &str) -> ApiError {
     ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "handler_not_subscribed",
+        ErrorCode::HandlerNotSubscribed,
         format!(
             "handler {handler:?} is not subscribed to this event (environment or event filter)"
         ),

@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 
 use super::{ApiError, AppState};
+use crate::error_code::ErrorCode;
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -63,8 +64,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoQuery {
         _: &S,
     ) -> Result<Self, ApiError> {
         match parts.uri.query() {
-            Some(query) if !query.is_empty() => Err(ApiError::bad_request(
-                "invalid_parameter",
+            Some(query) if !query.is_empty() => Err(ApiError::new(
+                ErrorCode::InvalidParameter,
                 "this route takes no query parameters",
             )),
             _ => Ok(Self),
@@ -79,8 +80,8 @@ fn list_param(name: &str, value: Option<&str>) -> Result<Vec<String>, ApiError> 
     };
     let items: Vec<String> = value.split(',').map(str::to_owned).collect();
     if items.iter().any(String::is_empty) {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
             format!("{name}: a comma-separated list of values, none empty"),
         ));
     }
@@ -96,8 +97,8 @@ fn page_limit(requested: Option<i64>) -> Result<i64, ApiError> {
     if (1..=MAX_PAGE).contains(&limit) {
         Ok(limit)
     } else {
-        Err(ApiError::bad_request(
-            "invalid_parameter",
+        Err(ApiError::new(
+            ErrorCode::InvalidParameter,
             format!("limit must be 1 to {MAX_PAGE}"),
         ))
     }

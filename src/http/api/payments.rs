@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::access::Reader;
 use super::events::summary;
+use crate::error_code::ErrorCode;
 use crate::event::payment_state::{self, Observation};
 use crate::http::{ApiError, AppState};
 use crate::store::EventSummary;
@@ -63,8 +64,8 @@ pub async fn get(
     let current = payment_state::current(observations)
         .and_then(|i| events.get(i))
         .ok_or_else(|| {
-            ApiError::not_found(
-                "payment_not_found",
+            ApiError::new(
+                ErrorCode::PaymentNotFound,
                 "no event of this payment in this environment",
             )
         })?;

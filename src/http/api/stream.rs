@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::access::Reader;
 use super::cursor;
 use super::events::query_error;
+use crate::error_code::ErrorCode;
 use crate::http::{ApiError, AppState};
 use crate::store::{FeedRow, Store};
 
@@ -105,8 +106,7 @@ pub async fn stream(
         .take(access.key_id, state.limits.max_streams_per_key)
         .ok_or_else(|| {
             ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_streams",
+                ErrorCode::TooManyStreams,
                 format!(
                     "this API key already has {} event streams open; close one first",
                     state.limits.max_streams_per_key
@@ -119,17 +119,7 @@ pub async fn stream(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
-    let position = match resume {
-        Some(c) => cursor::decode_feed(&c)?,
-        None => (
-            state
-                .store
-                .feed_start()
-                .await
-                .map_err(|e| ApiError::unavailable_because(&e))?,
-            Uuid::nil(),
-        ),
-    };
+    let position = start_position(&state, resume).await?;
     let feed = Feed {
         _slot: slot,
         store: state.store.clone(),
@@ -137,24 +127,48 @@ pub async fn stream(
         position,
         ready: VecDeque::new(),
     };
-    let events = futures_util::stream::unfold(feed, |mut feed| async move {
+    let events = futures_util::stream::unfold(feed, Feed::next);
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Where a stream starts: after the cursor it resumes from, or at the feed's present end.
+async fn start_position(
+    state: &AppState,
+    resume: Option<String>,
+) -> Result<(String, Uuid), ApiError> {
+    match resume {
+        Some(c) => cursor::decode_feed(&c),
+        None => Ok((
+            state
+                .store
+                .feed_start()
+                .await
+                .map_err(|e| ApiError::unavailable_because(&e))?,
+            Uuid::nil(),
+        )),
+    }
+}
+
+impl Feed {
+    /// The next SSE event, waiting (polling) until one is stored; a stream never ends by itself.
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
         loop {
-            if let Some(row) = feed.ready.pop_front() {
-                feed.position = (row.txid.clone(), row.event.id);
+            if let Some(row) = self.ready.pop_front() {
+                self.position = (row.txid.clone(), row.event.id);
                 let id = cursor::encode_feed(&row.txid, row.event.id);
                 let data = serde_json::to_string(&row.event).unwrap_or_default();
                 return Some((
                     Ok(Event::default().id(id).event("voltage").data(data)),
-                    feed,
+                    self,
                 ));
             }
-            let (txid, id) = &feed.position;
-            match feed
+            let (txid, id) = &self.position;
+            match self
                 .store
-                .feed_after(&feed.environment, txid, *id, 100)
+                .feed_after(&self.environment, txid, *id, 100)
                 .await
             {
-                Ok(rows) if !rows.is_empty() => feed.ready.extend(rows),
+                Ok(rows) if !rows.is_empty() => self.ready.extend(rows),
                 Ok(_) => tokio::time::sleep(POLL).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "event stream read failed; retrying");
@@ -162,6 +176,5 @@ pub async fn stream(
                 }
             }
         }
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    }
 }

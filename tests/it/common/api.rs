@@ -10,7 +10,7 @@ use axum::Router;
 use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
 use voltage_webhooks::auth::{generate_key, Permission};
-use voltage_webhooks::handlers::{Route, Routing};
+use voltage_webhooks::event::{Route, Routing};
 use voltage_webhooks::http::router;
 use voltage_webhooks::store::{NewApiKey, Store};
 
@@ -41,7 +41,7 @@ pub async fn key(
 /// The app as seen from `peer`, behind `trusted_proxies`, with one handler `audit` for all events.
 pub fn api_from(pool: PgPool, peer: &str, trusted_proxies: &[&str]) -> Router {
     let mut state = super::state(pool);
-    state.routing = Arc::new(Routing::new(vec![("audit".into(), Route::all())]));
+    state.intake.routing = Arc::new(Routing::new(vec![("audit".into(), Route::all())]));
     let proxies: Vec<String> = trusted_proxies.iter().map(|s| s.to_string()).collect();
     state.trusted_proxies = Arc::new(voltage_webhooks::auth::parse_cidrs(&proxies).unwrap());
     let peer: SocketAddr = format!("{peer}:40000").parse().unwrap();
@@ -51,7 +51,7 @@ pub fn api_from(pool: PgPool, peer: &str, trusted_proxies: &[&str]) -> Router {
 /// The app from loopback with these handlers' routes.
 pub fn api_routed(pool: PgPool, routes: Vec<(String, Route)>) -> Router {
     let mut state = super::state(pool);
-    state.routing = Arc::new(Routing::new(routes));
+    state.intake.routing = Arc::new(Routing::new(routes));
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     router(state).layer(MockConnectInfo(peer))
 }

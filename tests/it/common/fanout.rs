@@ -10,11 +10,13 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use voltage_webhooks::dispatch::{DispatchSettings, Dispatcher, RetryPolicy};
+use voltage_webhooks::event::Route;
 use voltage_webhooks::handlers::{
-    stack, HandlerError, HandlerRequest, HandlerSet, RegisteredHandler, Route, StackSettings,
+    stack, HandlerError, HandlerRequest, HandlerSet, RegisteredHandler, StackSettings,
 };
 use voltage_webhooks::http::router;
+use voltage_webhooks::outbox::{DispatchSettings, Dispatcher};
+use voltage_webhooks::retry::RetryPolicy;
 use voltage_webhooks::store::Store;
 
 /// Every call a scripted handler received, in order.
@@ -90,7 +92,7 @@ pub fn set_of(handlers: Vec<RegisteredHandler>) -> Arc<HandlerSet> {
 /// The ingest app, routing to `handlers`.
 pub fn app_routing(pool: PgPool, handlers: &HandlerSet) -> Router {
     let mut state = super::state(pool);
-    state.routing = Arc::new(handlers.routing());
+    state.intake.routing = Arc::new(handlers.routing());
     router(state)
 }
 

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use tower::ServiceExt;
 use voltage_webhooks::app::app_state;
 use voltage_webhooks::config::Config;
-use voltage_webhooks::handlers::Routing;
+use voltage_webhooks::event::Routing;
 use voltage_webhooks::http::{router, AppState};
 use voltage_webhooks::verify::sign;
 
@@ -83,7 +83,7 @@ pub fn state(pool: PgPool) -> AppState {
 pub fn app_at(pool: PgPool, now: i64) -> Router {
     let mut state = state(pool);
     let fixed = DateTime::<Utc>::from_timestamp(now, 0).unwrap();
-    state.clock = Arc::new(move || fixed);
+    state.intake.clock = Arc::new(move || fixed);
     router(state)
 }
 

@@ -14,8 +14,8 @@ use axum::{Json, Router};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use uuid::Uuid;
-use voltage_webhooks::dispatch::RetryPolicy;
 use voltage_webhooks::reconcile::{ApiKey, Target, Transport, VoltageApi};
+use voltage_webhooks::retry::RetryPolicy;
 
 pub const API_KEY: &str = "vltg_api_TESTONLYreadKeyProduction0000";
 /// The production environment of `common::config_toml`.

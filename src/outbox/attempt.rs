@@ -65,7 +65,7 @@ pub(super) async fn run(a: Attempt) {
                 HandlerError::Retryable { .. } => "failed",
                 HandlerError::Permanent { .. } => "rejected",
             };
-            let next = match handler.retry.decide(attempt, &error) {
+            let next = match super::decide(&handler.retry, attempt, &error) {
                 Decision::RetryAfter(delay) => {
                     tracing::info!(delivery_id, attempt, delay_ms = delay.as_millis() as u64, error = %error, "delivery will be retried");
                     Next::RetryAfter(delay, error.to_string())

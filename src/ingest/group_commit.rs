@@ -12,7 +12,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
 
-use super::{OwnedEvent, Store, Stored};
+use crate::store::{OwnedEvent, Store, Stored};
 
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommitSettings {

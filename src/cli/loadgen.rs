@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::config::Config;
-use crate::loadgen::{self, LoadSpec};
+use voltage_webhooks::config::Config;
+use voltage_webhooks::loadgen::{self, LoadSpec};
 
 /// The `loadgen` command line.
 #[derive(Debug, clap::Args)]
@@ -74,7 +74,7 @@ pub async fn run(config: &Config, args: LoadArgs) -> anyhow::Result<String> {
         // The figures first: a failed check must not hide what the load saw.
         println!("{}", lines.join("\n"));
         lines.clear();
-        let pool = crate::app::open_database(config, false).await?;
+        let pool = voltage_webhooks::app::open_database(config, false).await?;
         lines.push(loadgen::check_database(&pool, &args.environment, &outcome).await?);
     }
     Ok(lines.join("\n"))

@@ -15,7 +15,6 @@ mod attempt;
 mod backoff;
 mod lane;
 mod recorder;
-mod wake;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -25,7 +24,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use backoff::{Decision, RetryPolicy};
+pub use backoff::{decide, Decision};
 
 use crate::handlers::HandlerSet;
 use crate::store::Store;
@@ -117,11 +116,7 @@ impl Dispatcher {
             .map(|h| (h.name.clone(), Arc::new(Notify::new())))
             .collect();
         let wakes: Vec<Arc<Notify>> = signals.iter().map(|(_, n)| n.clone()).collect();
-        let listener = tokio::spawn(wake::listen(
-            self.store.pool().clone(),
-            wakes.clone(),
-            shutdown.clone(),
-        ));
+        let listener = tokio::spawn(self.store.listen_for_work(wakes.clone(), shutdown.clone()));
         let (finished, outcomes) = mpsc::channel(4 * self.settings.max_in_flight.max(64));
         let recorder = tokio::spawn(recorder::run(shared.clone(), outcomes, signals.clone()));
         let sweep = tokio::spawn(sweep(shared.clone(), wakes, shutdown.clone()));

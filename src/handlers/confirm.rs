@@ -16,9 +16,9 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tower::{BoxError, Layer, Service};
 
-use super::{Target, VoltageApi};
 use crate::handlers::{HandlerError, HandlerRequest};
 use crate::telemetry::metrics as names;
+use crate::voltage_api::{Target, VoltageApi};
 
 const FINAL_STATUSES: [&str; 3] = ["completed", "failed", "expired"];
 

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::dispatch::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// Where one environment's payments are read, and with which key.
 #[derive(Debug, Clone)]
@@ -183,29 +183,10 @@ impl VoltageApi {
                 .send()
                 .await;
             let (last, wait) = match sent {
-                Ok(response) => {
-                    let status = response.status();
-                    match status {
-                        s if s.is_success() => {
-                            return match response.bytes().await {
-                                Ok(body) => Ok(Some(body.to_vec())),
-                                Err(e) => Err(ApiError::Malformed(e.without_url().to_string())),
-                            };
-                        }
-                        StatusCode::NOT_FOUND => return Ok(None),
-                        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                            return Err(ApiError::Refused {
-                                environment: target.environment.clone(),
-                                status,
-                            })
-                        }
-                        s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
-                            let wanted = crate::handlers::retry_after(response.headers());
-                            (status.to_string(), wanted)
-                        }
-                        status => return Err(ApiError::Status { status }),
-                    }
-                }
+                Ok(response) => match answer(target, response).await {
+                    Answer::Final(result) => return result,
+                    Answer::Busy { status, wanted } => (status.to_string(), wanted),
+                },
                 Err(e) => (e.without_url().to_string(), None),
             };
             if attempt >= self.retry.max_attempts {
@@ -220,6 +201,37 @@ impl VoltageApi {
             tracing::debug!(environment = %target.environment, attempt, %last, wait_ms = wait.as_millis() as u64, "Voltage API busy; backing off");
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// What one response means for [`VoltageApi::get`].
+enum Answer {
+    /// The body, `None` for 404, or a refusal that retrying cannot change.
+    Final(Result<Option<Vec<u8>>, ApiError>),
+    /// 429 or 5xx: retry, after `Retry-After` when given.
+    Busy {
+        status: StatusCode,
+        wanted: Option<Duration>,
+    },
+}
+
+async fn answer(target: &Target, response: reqwest::Response) -> Answer {
+    let status = response.status();
+    match status {
+        s if s.is_success() => Answer::Final(match response.bytes().await {
+            Ok(body) => Ok(Some(body.to_vec())),
+            Err(e) => Err(ApiError::Malformed(e.without_url().to_string())),
+        }),
+        StatusCode::NOT_FOUND => Answer::Final(Ok(None)),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Answer::Final(Err(ApiError::Refused {
+            environment: target.environment.clone(),
+            status,
+        })),
+        s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => Answer::Busy {
+            status,
+            wanted: crate::retry::retry_after(response.headers()),
+        },
+        status => Answer::Final(Err(ApiError::Status { status })),
     }
 }
 

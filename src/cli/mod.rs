@@ -9,9 +9,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use chrono::Utc;
 
-use crate::config::{Config, SecretRef};
-use crate::event::Payload;
-use crate::verify::{headers, sign};
+use voltage_webhooks::config::{Config, SecretRef};
+use voltage_webhooks::event::Payload;
+use voltage_webhooks::verify::{headers, sign};
 
 /// The headers Voltage would send for `body`, signed with the secret in environment variable
 /// `secret_env`, one `name: value` per line (ready for `curl -H`).
@@ -62,7 +62,7 @@ pub fn check_config(config: &Config) -> anyhow::Result<Vec<String>> {
 
 /// `voltage-webhooks purge`: one retention pass now, or with `dry_run` what it would remove.
 pub async fn purge(config: &Config, dry_run: bool) -> anyhow::Result<String> {
-    use crate::retention::{self, Pass};
+    use voltage_webhooks::retention::{self, Pass};
     let (policy, warnings) = config.retention_policy()?;
     for warning in &warnings {
         eprintln!("warning: {warning}");
@@ -71,7 +71,9 @@ pub async fn purge(config: &Config, dry_run: bool) -> anyhow::Result<String> {
         policy.is_active(),
         "configuration keys `retention.events_days` and `retention.dead_days` are unset: nothing expires"
     );
-    let store = crate::store::Store::new(crate::app::open_database(config, false).await?);
+    let store = voltage_webhooks::store::Store::new(
+        voltage_webhooks::app::open_database(config, false).await?,
+    );
     let now = chrono::Utc::now();
     let cutoffs = policy.cutoffs(now);
     let stop = tokio_util::sync::CancellationToken::new();
@@ -104,7 +106,7 @@ pub async fn purge(config: &Config, dry_run: bool) -> anyhow::Result<String> {
 /// every `reconcile.interval_secs` until SIGTERM. New events are routed to the configured
 /// handlers (handlers an embedding program registers in code are not known here).
 pub async fn reconcile(config: &Config, environment: &str, once: bool) -> anyhow::Result<String> {
-    use crate::reconcile::{self, Sweep};
+    use voltage_webhooks::reconcile::{self, Sweep};
     config.resolve()?;
     let target = config
         .reconcile_targets()?
@@ -122,12 +124,16 @@ pub async fn reconcile(config: &Config, environment: &str, once: bool) -> anyhow
         .into_iter()
         .map(|s| (s.name, s.route))
         .collect();
-    let pool = crate::app::open_database(config, false).await?;
-    let reconciler = crate::app::reconciler(config, &pool, crate::handlers::Routing::new(routes))?;
+    let pool = voltage_webhooks::app::open_database(config, false).await?;
+    let reconciler = voltage_webhooks::app::reconciler(
+        config,
+        &pool,
+        voltage_webhooks::event::Routing::new(routes),
+    )?;
     if !once {
         let stop = tokio_util::sync::CancellationToken::new();
         let running = tokio::spawn(reconcile::run(reconciler, vec![target], stop.clone()));
-        crate::app::shutdown_signal().await;
+        voltage_webhooks::app::shutdown_signal().await;
         stop.cancel();
         running.await?;
         return Ok("stopped".to_owned());

@@ -6,9 +6,9 @@ use anyhow::Context as _;
 use chrono::Utc;
 use secrecy::ExposeSecret as _;
 
-use crate::auth::{generate_key, parse_cidrs, Permission};
-use crate::config::Config;
-use crate::store::{NewApiKey, Store};
+use voltage_webhooks::auth::{generate_key, parse_cidrs, Permission};
+use voltage_webhooks::config::Config;
+use voltage_webhooks::store::{NewApiKey, Store};
 
 #[derive(Debug)]
 pub struct CreateKey {
@@ -21,7 +21,9 @@ pub struct CreateKey {
 
 /// Key commands may be the first thing run against a new database, so they migrate it too.
 async fn open(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::new(crate::app::open_database(config, true).await?))
+    Ok(Store::new(
+        voltage_webhooks::app::open_database(config, true).await?,
+    ))
 }
 
 /// Returns the text to print: the key, once, with what it is for.
