@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use voltage_webhooks::app::{self, ServeOptions};
 use voltage_webhooks::config::Config;
-use voltage_webhooks::event::{EventFilter, Route};
+use voltage_webhooks::event::{EventFilter, InvalidFilter, Route};
 use voltage_webhooks::handlers::{
     self, HandlerError, HandlerRequest, RegisteredHandler, StackSettings,
 };
@@ -32,7 +32,7 @@ async fn credit_order(request: HandlerRequest) -> Result<(), HandlerError> {
     Ok(())
 }
 
-fn credit_orders_handler() -> Result<RegisteredHandler, String> {
+fn credit_orders_handler() -> Result<RegisteredHandler, InvalidFilter> {
     let name = "credit-orders";
     Ok(RegisteredHandler {
         name: name.into(),
@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     voltage_webhooks::telemetry::init();
     let path = std::env::args().nth(1).map(PathBuf::from);
     let config = Config::load(path.as_deref())?;
-    let handler = credit_orders_handler().map_err(anyhow::Error::msg)?;
+    let handler = credit_orders_handler()?;
     tokio::runtime::Runtime::new()?.block_on(app::serve(
         config,
         ServeOptions {

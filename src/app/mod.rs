@@ -88,7 +88,7 @@ async fn handler_set_with_keys(
     };
     let mut set = handlers::build(specs, &config.nats.url, confirm).await?;
     for handler in custom {
-        set.register(handler).map_err(anyhow::Error::msg)?;
+        set.register(handler)?;
     }
     Ok(set)
 }

@@ -13,7 +13,7 @@ pub use dedup::DedupKey;
 
 mod routing;
 
-pub use routing::{EventFilter, Route, Routing};
+pub use routing::{EventFilter, InvalidFilter, Route, Routing};
 
 use std::borrow::Cow;
 

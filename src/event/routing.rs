@@ -8,13 +8,25 @@ pub struct EventFilter {
     event: Option<String>,
 }
 
+/// Why a pattern is not a filter; the message quotes the pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pattern:?}: {reason}")]
+pub struct InvalidFilter {
+    pub pattern: String,
+    pub reason: &'static str,
+}
+
 impl EventFilter {
-    pub fn parse(pattern: &str) -> Result<Self, String> {
-        let part = |p: &str| -> Result<Option<String>, String> {
+    pub fn parse(pattern: &str) -> Result<Self, InvalidFilter> {
+        let invalid = |reason| InvalidFilter {
+            pattern: pattern.to_owned(),
+            reason,
+        };
+        let part = |p: &str| -> Result<Option<String>, InvalidFilter> {
             match p {
                 "*" => Ok(None),
-                "" => Err(format!("{pattern:?}: empty part")),
-                p if p.contains('*') => Err(format!("{pattern:?}: `*` must stand alone in a part")),
+                "" => Err(invalid("empty part")),
+                p if p.contains('*') => Err(invalid("`*` must stand alone in a part")),
                 p => Ok(Some(p.to_owned())),
             }
         };
@@ -23,12 +35,8 @@ impl EventFilter {
                 event_type: None,
                 event: None,
             }),
-            None => Err(format!(
-                "{pattern:?}: expected `type.event`, `type.*` or `*`"
-            )),
-            Some((t, e)) if e.contains('.') => {
-                Err(format!("{pattern:?}: more than one `.` ({t}.{e})"))
-            }
+            None => Err(invalid("expected `type.event`, `type.*` or `*`")),
+            Some((_, e)) if e.contains('.') => Err(invalid("more than one `.`")),
             Some((t, e)) => Ok(Self {
                 event_type: part(t)?,
                 event: part(e)?,

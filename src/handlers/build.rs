@@ -79,8 +79,7 @@ pub async fn build(
             route: spec.route,
             retry: spec.retry,
             service,
-        })
-        .map_err(anyhow::Error::msg)?;
+        })?;
     }
     Ok(set)
 }

@@ -33,15 +33,24 @@ impl std::fmt::Debug for StandardWebhookSigner {
     }
 }
 
+/// Why a secret is not a Standard Webhooks signing key (the secret itself is never in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSigningKey {
+    #[error("expected `whsec_` followed by standard Base64")]
+    NotBase64,
+    #[error("the key must be at least 24 bytes (192 bits) once decoded")]
+    TooShort,
+}
+
 impl StandardWebhookSigner {
-    pub fn from_secret(secret: &SecretString) -> Result<Self, String> {
+    pub fn from_secret(secret: &SecretString) -> Result<Self, InvalidSigningKey> {
         let encoded = secret.expose_secret();
         let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
         let key = STANDARD
             .decode(encoded)
-            .map_err(|_| "expected `whsec_` followed by standard Base64".to_owned())?;
+            .map_err(|_| InvalidSigningKey::NotBase64)?;
         if key.len() < 24 {
-            return Err("the key must be at least 24 bytes (192 bits) once decoded".into());
+            return Err(InvalidSigningKey::TooShort);
         }
         Ok(Self {
             key: SecretBox::new(Box::new(key)),

@@ -24,7 +24,7 @@ use tower::{Service, ServiceBuilder};
 use uuid::Uuid;
 
 pub use self::build::{build, HandlerSpec, KindSpec};
-pub use self::http::{HttpHandler, StandardWebhookSigner};
+pub use self::http::{HttpHandler, InvalidSigningKey, StandardWebhookSigner};
 pub use self::log::LogHandler;
 pub use self::nats::{nats_subject, NatsHandler, StreamSettings};
 pub use confirm::ConfirmLayer;
@@ -187,6 +187,11 @@ impl std::fmt::Debug for RegisteredHandler {
 }
 
 /// Every handler of this process.
+/// A second handler with a name already registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a handler named {0:?} is already registered")]
+pub struct DuplicateHandler(pub String);
+
 #[derive(Debug, Clone, Default)]
 pub struct HandlerSet {
     handlers: Vec<RegisteredHandler>,
@@ -194,12 +199,9 @@ pub struct HandlerSet {
 
 impl HandlerSet {
     /// Adds a handler; a second handler with the same name is refused.
-    pub fn register(&mut self, handler: RegisteredHandler) -> Result<(), String> {
+    pub fn register(&mut self, handler: RegisteredHandler) -> Result<(), DuplicateHandler> {
         if self.handlers.iter().any(|h| h.name == handler.name) {
-            return Err(format!(
-                "a handler named {:?} is already registered",
-                handler.name
-            ));
+            return Err(DuplicateHandler(handler.name));
         }
         self.handlers.push(handler);
         Ok(())

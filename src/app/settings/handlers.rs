@@ -110,7 +110,8 @@ impl Config {
             .events
             .iter()
             .map(|f| {
-                EventFilter::parse(f).map_err(|e| ConfigError::invalid(format!("{key}.events"), e))
+                EventFilter::parse(f)
+                    .map_err(|e| ConfigError::invalid(format!("{key}.events"), e.to_string()))
             })
             .collect::<Result<_, _>>()?;
         Ok(Route {
@@ -171,7 +172,7 @@ fn http_spec(key: &str, h: &HandlerConfig) -> Result<KindSpec, ConfigError> {
         })?
         .resolve(&secret_key)?;
     let signer = StandardWebhookSigner::from_secret(&secret)
-        .map_err(|e| ConfigError::invalid(&secret_key, e))?;
+        .map_err(|e| ConfigError::invalid(&secret_key, e.to_string()))?;
     Ok(KindSpec::Http { url, signer })
 }
 
