@@ -240,7 +240,7 @@ EOF
 replica_env=() # extra VAR=value for the replicas started next (scenario 5)
 start_replica() { # index [database url]
   local i=$1 url=${2:-postgres://postgres@$DB_NET.1:$PG_PORT/$DB_NAME}
-  env "${replica_env[@]}" DATABASE_URL="$url" RUST_LOG=warn,voltage_webhooks::dispatch=info ip netns exec "$PREFIX-r$i" \
+  env "${replica_env[@]}" DATABASE_URL="$url" RUST_LOG=warn,voltage_webhooks::outbox=info ip netns exec "$PREFIX-r$i" \
     "$binary" --config "$work/config.toml" serve --no-migrate >>"$work/replica$i.log" 2>&1 &
   replica_pid[$i]=$!
 }
