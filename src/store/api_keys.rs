@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 use crate::auth::{NewKey, Permission};
 
 /// A key as stored: everything but the key itself, which is never kept.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
     pub id: Uuid,
     pub name: String,
@@ -38,10 +38,6 @@ pub struct NewApiKey<'a> {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str =
-    "id, name, environment, permission, allow_ips, key_hint, created_at, last_used_at, \
-                       expires_at, revoked_at, superseded_at";
-
 impl Store {
     /// Fails with `Conflict` when a current key already has this name.
     pub async fn create_api_key(
@@ -50,18 +46,18 @@ impl Store {
         key: &NewKey,
     ) -> Result<Uuid, StoreError> {
         let id = Uuid::now_v7();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO api_keys (id, name, environment, permission, allow_ips, key_hash, key_hint, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            id,
+            new.name,
+            new.environment,
+            new.permission.as_str(),
+            new.allow_ips,
+            &key.hash[..],
+            key.hint,
+            new.expires_at
         )
-        .bind(id)
-        .bind(new.name)
-        .bind(new.environment)
-        .bind(new.permission.as_str())
-        .bind(new.allow_ips)
-        .bind(&key.hash[..])
-        .bind(&key.hint)
-        .bind(new.expires_at)
         .execute(&self.pool)
         .await
         .map_err(|e| StoreError::conflict_on_unique(e, format!("a current key named {:?} exists", new.name)))?;
@@ -72,28 +68,34 @@ impl Store {
         &self,
         hash: &[u8; 32],
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
-        ))
-        .bind(&hash[..])
+        Ok(sqlx::query_as!(
+            ApiKeyRecord,
+            "SELECT id, name, environment, permission, allow_ips, key_hint, created_at, last_used_at, \
+                    expires_at, revoked_at, superseded_at \
+             FROM api_keys WHERE key_hash = $1",
+            &hash[..]
+        )
         .fetch_optional(&self.pool)
         .await?)
     }
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM api_keys ORDER BY name, created_at"
-        ))
+        Ok(sqlx::query_as!(
+            ApiKeyRecord,
+            "SELECT id, name, environment, permission, allow_ips, key_hint, created_at, last_used_at, \
+                    expires_at, revoked_at, superseded_at \
+             FROM api_keys ORDER BY name, created_at"
+        )
         .fetch_all(&self.pool)
         .await?)
     }
 
     /// Revokes every key of that name, current and in grace; returns how many.
     pub async fn revoke_api_key(&self, name: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+            name
         )
-        .bind(name)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -108,27 +110,27 @@ impl Store {
         key: &NewKey,
     ) -> Result<Option<Uuid>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let old: Option<Uuid> = sqlx::query_scalar(
+        let old = sqlx::query_scalar!(
             "UPDATE api_keys SET superseded_at = now(), \
                  expires_at = LEAST(COALESCE(expires_at, 'infinity'), now() + make_interval(secs => $2)) \
              WHERE name = $1 AND superseded_at IS NULL AND revoked_at IS NULL RETURNING id",
+            name,
+            grace.as_secs_f64()
         )
-        .bind(name)
-        .bind(grace.as_secs_f64())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(old) = old else {
             return Ok(None);
         };
         let id = Uuid::now_v7();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO api_keys (id, name, environment, permission, allow_ips, key_hash, key_hint) \
              SELECT $1, name, environment, permission, allow_ips, $2, $3 FROM api_keys WHERE id = $4",
+            id,
+            &key.hash[..],
+            key.hint,
+            old
         )
-        .bind(id)
-        .bind(&key.hash[..])
-        .bind(&key.hint)
-        .bind(old)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -137,11 +139,11 @@ impl Store {
 
     /// Records use at most once a minute per key, so reads do not turn into a write each.
     pub async fn touch_api_key(&self, id: Uuid) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE api_keys SET last_used_at = now() \
              WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+            id
         )
-        .bind(id)
         .execute(&self.pool)
         .await?;
         Ok(())

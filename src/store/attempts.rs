@@ -37,7 +37,7 @@ pub struct Completion {
 }
 
 /// One attempt of a delivery, as the API shows it.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
     pub id: i64,
     pub delivery_id: i64,
@@ -64,47 +64,52 @@ impl Store {
         for c in done {
             columns.push(c);
         }
-        Ok(sqlx::query_scalar(
-            "WITH input AS ( \
-                 SELECT * FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::timestamptz[], \
-                     $5::int4[], $6::text[], $7::int2[], $8::text[], $9::text[], $10::text[], \
-                     $11::float8[], $12::text[]) \
-                 AS i(id, token, attempt, started_at, duration_ms, outcome, http_status, error, \
-                      worker, status, delay_secs, last_error) \
-             ), done AS ( \
-                 UPDATE deliveries d \
-                 SET status = i.status, \
-                     next_attempt_at = CASE WHEN i.status = 'pending' \
-                         THEN now() + make_interval(secs => i.delay_secs) ELSE d.next_attempt_at END, \
-                     completed_at = CASE WHEN i.status = 'pending' THEN NULL ELSE now() END, \
-                     lease_token = NULL, lease_expires_at = NULL, attempt_started_at = NULL, \
-                     leased_by = NULL, last_error = i.last_error, updated_at = now() \
-                 FROM input i WHERE d.id = i.id AND d.lease_token = i.token \
-                 RETURNING d.id \
-             ), history AS ( \
-                 INSERT INTO delivery_attempts (delivery_id, lease_token, attempt, started_at, \
-                     duration_ms, outcome, http_status, error, worker) \
-                 SELECT i.id, i.token, i.attempt, i.started_at, i.duration_ms, i.outcome, \
-                        i.http_status, i.error, i.worker \
-                 FROM input i WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = i.id) \
-                 ON CONFLICT ON CONSTRAINT delivery_attempts_once DO UPDATE \
-                     SET duration_ms = excluded.duration_ms, outcome = excluded.outcome, \
-                         http_status = excluded.http_status, error = excluded.error \
-             ) \
-             SELECT id FROM done",
+        // Arrays of nullable values, and of `&str`, are passed with a cast (`as &[Option<_>]`,
+        // `as &[&str]`): the macro's type check knows arrays of plain owned values only (`Vec<String>`
+        // for `text[]`). A cast opts out of that check; the Rust type is still checked by the cast.
+        Ok(sqlx::query_scalar!(
+            r#"WITH input AS (
+                 SELECT id, token, attempt, started_at, duration_ms, outcome, http_status, error,
+                     worker, status, delay_secs, last_error
+                 FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::timestamptz[],
+                     $5::int4[], $6::text[], $7::int2[], $8::text[], $9::text[], $10::text[],
+                     $11::float8[], $12::text[])
+                 AS i(id, token, attempt, started_at, duration_ms, outcome, http_status, error,
+                      worker, status, delay_secs, last_error)
+             ), done AS (
+                 UPDATE deliveries d
+                 SET status = i.status,
+                     next_attempt_at = CASE WHEN i.status = 'pending'
+                         THEN now() + make_interval(secs => i.delay_secs) ELSE d.next_attempt_at END,
+                     completed_at = CASE WHEN i.status = 'pending' THEN NULL ELSE now() END,
+                     lease_token = NULL, lease_expires_at = NULL, attempt_started_at = NULL,
+                     leased_by = NULL, last_error = i.last_error, updated_at = now()
+                 FROM input i WHERE d.id = i.id AND d.lease_token = i.token
+                 RETURNING d.id
+             ), history AS (
+                 INSERT INTO delivery_attempts (delivery_id, lease_token, attempt, started_at,
+                     duration_ms, outcome, http_status, error, worker)
+                 SELECT i.id, i.token, i.attempt, i.started_at, i.duration_ms, i.outcome,
+                        i.http_status, i.error, i.worker
+                 FROM input i WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = i.id)
+                 ON CONFLICT ON CONSTRAINT delivery_attempts_once DO UPDATE
+                     SET duration_ms = excluded.duration_ms, outcome = excluded.outcome,
+                         http_status = excluded.http_status, error = excluded.error
+             )
+             SELECT id AS "id!" FROM done"#,
+            &columns.id,
+            &columns.token,
+            &columns.attempt,
+            &columns.started_at,
+            &columns.duration_ms,
+            &columns.outcome as &[&str],
+            &columns.http_status as &[Option<i16>],
+            &columns.error as &[Option<String>],
+            &columns.worker,
+            &columns.status as &[&str],
+            &columns.delay_secs,
+            &columns.last_error as &[Option<String>]
         )
-        .bind(&columns.id)
-        .bind(&columns.token)
-        .bind(&columns.attempt)
-        .bind(&columns.started_at)
-        .bind(&columns.duration_ms)
-        .bind(&columns.outcome)
-        .bind(&columns.http_status)
-        .bind(&columns.error)
-        .bind(&columns.worker)
-        .bind(&columns.status)
-        .bind(&columns.delay_secs)
-        .bind(&columns.last_error)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -118,26 +123,27 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Option<Vec<AttemptRecord>>, StoreError> {
-        let exists: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM deliveries d JOIN events e ON e.id = d.event_id \
+        let exists = sqlx::query_scalar!(
+            "SELECT 1 AS one FROM deliveries d JOIN events e ON e.id = d.event_id \
              WHERE d.id = $1 AND e.environment = $2",
+            delivery_id,
+            environment
         )
-        .bind(delivery_id)
-        .bind(environment)
         .fetch_optional(&self.pool)
         .await?;
         if exists.is_none() {
             return Ok(None);
         }
         Ok(Some(
-            sqlx::query_as(
+            sqlx::query_as!(
+                AttemptRecord,
                 "SELECT id, delivery_id, attempt, started_at, duration_ms, outcome, http_status, \
                         error, worker \
                  FROM delivery_attempts WHERE delivery_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                delivery_id,
+                after,
+                limit
             )
-            .bind(delivery_id)
-            .bind(after)
-            .bind(limit)
             .fetch_all(&self.pool)
             .await?,
         ))

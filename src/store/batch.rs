@@ -211,57 +211,63 @@ async fn insert_distinct(
     outbox_events: &[Uuid],
     outbox_handlers: &[&str],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let rows: Vec<(i64, Uuid)> = sqlx::query_as(
-        "WITH input AS ( \
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], \
-                 $7::text[], $8::timestamptz[], $9::bytea[], $10::uuid[], $11::int2[], $12::int8[], \
-                 $13::int4[], $14::text[]) WITH ORDINALITY \
-             AS t(id, environment, dedup_key, event_type, event, payment_id, payment_status, \
-                  payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, \
-                  arrivals, source, position) \
-         ), written AS ( \
-             INSERT INTO events (id, environment, dedup_key, event_type, event, payment_id, payment_status, \
-                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrival_count, \
-                 source) \
-             SELECT id, environment, dedup_key, event_type, event, payment_id, payment_status, \
-                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrivals, \
-                 source \
-             FROM input ORDER BY environment, dedup_key \
-             ON CONFLICT ON CONSTRAINT events_dedup DO UPDATE \
-                 SET arrival_count = events.arrival_count + EXCLUDED.arrival_count, last_received_at = now(), \
-                     webhook_id = coalesce(events.webhook_id, EXCLUDED.webhook_id), \
-                     secret_index = coalesce(events.secret_index, EXCLUDED.secret_index), \
-                     signed_timestamp = coalesce(events.signed_timestamp, EXCLUDED.signed_timestamp) \
-             RETURNING id, environment, dedup_key \
-         ), routed AS ( \
-             INSERT INTO deliveries (event_id, handler) \
-             SELECT o.event_id, o.handler FROM unnest($15::uuid[], $16::text[]) AS o(event_id, handler) \
-             JOIN written ON written.id = o.event_id \
-         ) \
-         SELECT input.position, written.id FROM input \
-         JOIN written ON written.environment = input.environment AND written.dedup_key = input.dedup_key",
+    // Arrays of nullable values, and of `&str`, are passed with a cast (`as &[Option<_>]`,
+    // `as &[&str]`): the macro's type check knows arrays of plain owned values only (`Vec<String>`
+    // for `text[]`). A cast opts out of that check; the Rust type is still checked by the cast.
+    let rows = sqlx::query!(
+        r#"WITH input AS (
+             SELECT id, environment, dedup_key, event_type, event, payment_id, payment_status,
+                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrivals,
+                 source, position
+             FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[],
+                 $7::text[], $8::timestamptz[], $9::bytea[], $10::uuid[], $11::int2[], $12::int8[],
+                 $13::int4[], $14::text[]) WITH ORDINALITY
+             AS t(id, environment, dedup_key, event_type, event, payment_id, payment_status,
+                  payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp,
+                  arrivals, source, position)
+         ), written AS (
+             INSERT INTO events (id, environment, dedup_key, event_type, event, payment_id, payment_status,
+                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrival_count,
+                 source)
+             SELECT id, environment, dedup_key, event_type, event, payment_id, payment_status,
+                 payment_updated_at, raw_body, webhook_id, secret_index, signed_timestamp, arrivals,
+                 source
+             FROM input ORDER BY environment, dedup_key
+             ON CONFLICT ON CONSTRAINT events_dedup DO UPDATE
+                 SET arrival_count = events.arrival_count + EXCLUDED.arrival_count, last_received_at = now(),
+                     webhook_id = coalesce(events.webhook_id, EXCLUDED.webhook_id),
+                     secret_index = coalesce(events.secret_index, EXCLUDED.secret_index),
+                     signed_timestamp = coalesce(events.signed_timestamp, EXCLUDED.signed_timestamp)
+             RETURNING id, environment, dedup_key
+         ), routed AS (
+             INSERT INTO deliveries (event_id, handler)
+             SELECT o.event_id, o.handler FROM unnest($15::uuid[], $16::text[]) AS o(event_id, handler)
+             JOIN written ON written.id = o.event_id
+         )
+         SELECT input.position AS "position!", written.id AS "id!" FROM input
+         JOIN written ON written.environment = input.environment AND written.dedup_key = input.dedup_key"#,
+        &c.id,
+        &c.environment,
+        &c.dedup_key,
+        &c.event_type,
+        &c.event,
+        &c.payment_id as &[Option<String>],
+        &c.payment_status as &[Option<String>],
+        &c.payment_updated_at as &[Option<DateTime<Utc>>],
+        &c.raw_body,
+        &c.webhook_id as &[Option<Uuid>],
+        &c.secret_index as &[Option<i16>],
+        &c.signed_timestamp as &[Option<i64>],
+        &c.arrivals,
+        &c.source as &[&str],
+        outbox_events,
+        outbox_handlers as &[&str]
     )
-    .bind(&c.id)
-    .bind(&c.environment)
-    .bind(&c.dedup_key)
-    .bind(&c.event_type)
-    .bind(&c.event)
-    .bind(&c.payment_id)
-    .bind(&c.payment_status)
-    .bind(&c.payment_updated_at)
-    .bind(&c.raw_body)
-    .bind(&c.webhook_id)
-    .bind(&c.secret_index)
-    .bind(&c.signed_timestamp)
-    .bind(&c.arrivals)
-    .bind(&c.source)
-    .bind(outbox_events)
-    .bind(outbox_handlers)
     .fetch_all(pool)
     .await?;
     let mut ids = vec![Uuid::nil(); c.id.len()];
-    for (position, id) in rows {
-        ids[usize::try_from(position - 1).unwrap_or(0)] = id;
+    for row in rows {
+        ids[usize::try_from(row.position - 1).unwrap_or(0)] = row.id;
     }
     Ok(ids)
 }

@@ -37,7 +37,7 @@ impl Stored {
 }
 
 /// An event as stored, with its provenance and arrival counters.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub id: Uuid,
     pub environment: String,
@@ -76,10 +76,16 @@ impl Store {
     }
 
     pub async fn event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM events WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_as!(
+            StoredEvent,
+            "SELECT id, environment, event_type, event, payment_id, payment_status, \
+                    payment_updated_at, raw_body, source, webhook_id, secret_index, signed_timestamp, \
+                    received_at, last_received_at, arrival_count \
+             FROM events WHERE id = $1",
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }
 

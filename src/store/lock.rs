@@ -33,8 +33,7 @@ impl Store {
     pub async fn try_session_lock(&self, name: &str) -> Result<Option<SessionLock>, StoreError> {
         let key = lock_key(name);
         let mut connection = self.pool.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
+        let locked = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, key)
             .fetch_one(&mut *connection)
             .await?;
         Ok(locked.then_some(SessionLock {
@@ -55,10 +54,12 @@ impl SessionLock {
     /// Unlocks and returns the connection to the pool.
     pub async fn release(mut self) {
         if let Some(mut connection) = self.connection.take() {
-            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(self.key)
-                .execute(&mut *connection)
-                .await;
+            // Whether it was held is not the question (it is, by this session); whether the
+            // statement ran is.
+            let unlocked =
+                sqlx::query_scalar!("SELECT pg_advisory_unlock($1) AS unlocked", self.key)
+                    .fetch_one(&mut *connection)
+                    .await;
             if unlocked.is_err() {
                 // The lock is bound to the session: closing the connection ends both.
                 connection.close_on_drop();

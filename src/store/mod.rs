@@ -97,10 +97,11 @@ impl Store {
     /// Database reachable and every embedded migration applied.
     pub async fn is_ready(&self) -> Result<bool, StoreError> {
         let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await?;
+        let applied = sqlx::query_scalar!(
+            "SELECT max(version) AS applied FROM _sqlx_migrations WHERE success"
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(applied.unwrap_or(0) >= latest)
     }
 }

@@ -15,7 +15,7 @@ use super::{Store, StoreError};
 pub const WAKE_CHANNEL: &str = "voltage_deliveries";
 
 /// A delivery claimed by a worker, with the event it carries.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub delivery_id: i64,
     pub handler: String,
@@ -50,7 +50,7 @@ pub struct ClaimRequest<'a> {
 }
 
 /// A delivery's state as operators and tests see it.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryState {
     pub id: i64,
     pub event_id: Uuid,
@@ -70,33 +70,36 @@ impl Store {
     /// not grow with the backlog. Expired leases are not taken here; [`Store::sweep_expired`] turns
     /// them back into due deliveries.
     pub async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
-        Ok(sqlx::query_as(
-            "WITH due AS ( \
-                 SELECT id FROM deliveries \
-                 WHERE handler = $1 AND status = 'pending' AND next_attempt_at <= now() \
-                   AND next_attempt_at >= coalesce($6::timestamptz, '-infinity') \
-                 ORDER BY next_attempt_at \
-                 LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED \
-             ), claimed AS ( \
-                 UPDATE deliveries d \
-                 SET status = 'in_flight', attempts = d.attempts + 1, lease_token = $3, \
-                     lease_expires_at = now() + make_interval(secs => $4), \
-                     attempt_started_at = now(), leased_by = $5, updated_at = now() \
-                 FROM due WHERE d.id = due.id \
-                 RETURNING d.id, d.event_id, d.handler, d.attempts, d.next_attempt_at \
-             ) \
-             SELECT c.id AS delivery_id, c.handler, c.attempts, c.next_attempt_at, \
-                    e.id AS event_id, e.environment, \
-                    e.event_type, e.event, e.payment_id, e.source, e.raw_body, e.received_at \
-             FROM claimed c JOIN events e ON e.id = c.event_id",
+        // The columns of the `claimed` CTE and of the join are not null (their table columns are
+        // not), which PostgreSQL's plan does not tell sqlx: hence the `!` overrides.
+        Ok(sqlx::query_as!(
+            Claimed,
+            r#"WITH due AS (
+                 SELECT id FROM deliveries
+                 WHERE handler = $1 AND status = 'pending' AND next_attempt_at <= now()
+                   AND next_attempt_at >= coalesce($6::timestamptz, '-infinity')
+                 ORDER BY next_attempt_at
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ), claimed AS (
+                 UPDATE deliveries d
+                 SET status = 'in_flight', attempts = d.attempts + 1, lease_token = $3,
+                     lease_expires_at = now() + make_interval(secs => $4),
+                     attempt_started_at = now(), leased_by = $5, updated_at = now()
+                 FROM due WHERE d.id = due.id
+                 RETURNING d.id, d.event_id, d.handler, d.attempts, d.next_attempt_at
+             )
+             SELECT c.id AS "delivery_id!", c.handler AS "handler!", c.attempts AS "attempts!",
+                    c.next_attempt_at AS "next_attempt_at!", e.id AS event_id, e.environment,
+                    e.event_type, e.event, e.payment_id, e.source, e.raw_body, e.received_at
+             FROM claimed c JOIN events e ON e.id = c.event_id"#,
+            request.handler,
+            request.limit,
+            request.token,
+            request.lease.as_secs_f64(),
+            request.worker,
+            request.from
         )
-        .bind(request.handler)
-        .bind(request.limit)
-        .bind(request.token)
-        .bind(request.lease.as_secs_f64())
-        .bind(request.worker)
-        .bind(request.from)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -108,12 +111,12 @@ impl Store {
         handler: &str,
         from: Option<DateTime<Utc>>,
     ) -> Result<Option<f64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now())::float8 FROM deliveries \
+        Ok(sqlx::query_scalar!(
+            "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now())::float8 AS due_in FROM deliveries \
              WHERE handler = $1 AND status = 'pending' AND next_attempt_at >= coalesce($2::timestamptz, '-infinity')",
+            handler,
+            from
         )
-        .bind(handler)
-        .bind(from)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -123,33 +126,33 @@ impl Store {
     /// deliveries this process is still running or recording: never taken back from itself.
     /// Returns how many were made due.
     pub async fn sweep_expired(&self, running: &[i64], limit: i64) -> Result<u64, StoreError> {
-        let swept: i64 = sqlx::query_scalar(
-            "WITH expired AS ( \
-                 SELECT id, lease_token, attempts, attempt_started_at, leased_by FROM deliveries \
-                 WHERE status = 'in_flight' AND lease_expires_at <= now() AND NOT (id = ANY($1)) \
-                 ORDER BY lease_expires_at LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED \
-             ), reset AS ( \
-                 UPDATE deliveries d \
-                 SET status = 'pending', next_attempt_at = now(), lease_token = NULL, \
-                     lease_expires_at = NULL, attempt_started_at = NULL, leased_by = NULL, \
-                     last_error = 'the lease of attempt ' || x.attempts || ' expired before its outcome was recorded', \
-                     updated_at = now() \
-                 FROM expired x WHERE d.id = x.id \
-                 RETURNING d.id \
-             ), history AS ( \
-                 INSERT INTO delivery_attempts \
-                     (delivery_id, lease_token, attempt, started_at, outcome, error, worker) \
-                 SELECT id, lease_token, attempts, coalesce(attempt_started_at, now()), 'lease_expired', \
-                        'the worker''s lease expired before it recorded an outcome', \
-                        coalesce(leased_by, 'unknown') \
-                 FROM expired \
-                 ON CONFLICT ON CONSTRAINT delivery_attempts_once DO NOTHING \
-             ) \
-             SELECT count(*) FROM reset",
+        let swept = sqlx::query_scalar!(
+            r#"WITH expired AS (
+                 SELECT id, lease_token, attempts, attempt_started_at, leased_by FROM deliveries
+                 WHERE status = 'in_flight' AND lease_expires_at <= now() AND NOT (id = ANY($1))
+                 ORDER BY lease_expires_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ), reset AS (
+                 UPDATE deliveries d
+                 SET status = 'pending', next_attempt_at = now(), lease_token = NULL,
+                     lease_expires_at = NULL, attempt_started_at = NULL, leased_by = NULL,
+                     last_error = 'the lease of attempt ' || x.attempts || ' expired before its outcome was recorded',
+                     updated_at = now()
+                 FROM expired x WHERE d.id = x.id
+                 RETURNING d.id
+             ), history AS (
+                 INSERT INTO delivery_attempts
+                     (delivery_id, lease_token, attempt, started_at, outcome, error, worker)
+                 SELECT id, lease_token, attempts, coalesce(attempt_started_at, now()), 'lease_expired',
+                        'the worker''s lease expired before it recorded an outcome',
+                        coalesce(leased_by, 'unknown')
+                 FROM expired
+                 ON CONFLICT ON CONSTRAINT delivery_attempts_once DO NOTHING
+             )
+             SELECT count(*) AS "swept!" FROM reset"#,
+            running,
+            limit
         )
-        .bind(running)
-        .bind(limit)
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(swept).unwrap_or(0))
@@ -157,12 +160,13 @@ impl Store {
 
     /// Every handler's delivery state for one event.
     pub async fn deliveries_of(&self, event_id: Uuid) -> Result<Vec<DeliveryState>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as!(
+            DeliveryState,
             "SELECT id, event_id, handler, status, attempts, next_attempt_at, last_error, created_at, \
                     completed_at \
              FROM deliveries WHERE event_id = $1 ORDER BY handler",
+            event_id
         )
-        .bind(event_id)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -179,18 +183,21 @@ pub struct OutboxStats {
 
 impl Store {
     pub async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        let (pending, oldest_pending_secs): (i64, f64) = sqlx::query_as(
-            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 \
-             FROM deliveries WHERE status = 'pending'",
+        let pending = sqlx::query!(
+            r#"SELECT count(*) AS "count!",
+                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS "oldest_secs!"
+             FROM deliveries WHERE status = 'pending'"#
         )
         .fetch_one(&self.pool)
         .await?;
-        let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'dead'")
-            .fetch_one(&self.pool)
-            .await?;
+        let dead = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "dead!" FROM deliveries WHERE status = 'dead'"#
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(OutboxStats {
-            pending,
-            oldest_pending_secs,
+            pending: pending.count,
+            oldest_pending_secs: pending.oldest_secs,
             dead,
         })
     }

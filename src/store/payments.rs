@@ -20,18 +20,26 @@ impl Store {
         environment: &str,
         payment_ids: &[String],
     ) -> Result<HashMap<String, KnownState>, StoreError> {
-        let rows: Vec<(String, Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT DISTINCT ON (payment_id) payment_id, payment_status, payment_updated_at \
-             FROM events WHERE environment = $1 AND payment_id = ANY($2) \
-             ORDER BY payment_id, payment_updated_at DESC NULLS LAST",
+        // `payment_id = ANY($2)` leaves only rows that have one: not null.
+        let rows = sqlx::query!(
+            r#"SELECT DISTINCT ON (payment_id) payment_id AS "payment_id!", payment_status,
+                    payment_updated_at
+             FROM events WHERE environment = $1 AND payment_id = ANY($2)
+             ORDER BY payment_id, payment_updated_at DESC NULLS LAST"#,
+            environment,
+            payment_ids
         )
-        .bind(environment)
-        .bind(payment_ids)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, status, updated_at)| (id, KnownState { status, updated_at }))
+            .map(|r| {
+                let state = KnownState {
+                    status: r.payment_status,
+                    updated_at: r.payment_updated_at,
+                };
+                (r.payment_id, state)
+            })
             .collect())
     }
 }

@@ -20,22 +20,22 @@ impl Store {
     /// Keeps the body once per environment; a retry of it bumps `arrival_count`.
     pub async fn quarantine(&self, item: &Quarantined<'_>) -> Result<Uuid, StoreError> {
         let digest: [u8; 32] = Sha256::digest(item.raw_body).into();
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar!(
             "INSERT INTO quarantine (id, environment, body_sha256, raw_body, reason, webhook_id, \
                  secret_index, signed_timestamp) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT ON CONSTRAINT quarantine_once DO UPDATE \
                  SET arrival_count = quarantine.arrival_count + 1, last_received_at = now() \
              RETURNING id",
+            Uuid::now_v7(),
+            item.environment,
+            &digest[..],
+            item.raw_body,
+            item.reason,
+            item.verified.webhook_id,
+            secret_index(item.verified),
+            item.verified.timestamp
         )
-        .bind(Uuid::now_v7())
-        .bind(item.environment)
-        .bind(&digest[..])
-        .bind(item.raw_body)
-        .bind(item.reason)
-        .bind(item.verified.webhook_id)
-        .bind(secret_index(item.verified))
-        .bind(item.verified.timestamp)
         .fetch_one(&self.pool)
         .await?)
     }

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::{DeliveryState, Store, StoreError, StoredEvent};
 
-/// An event without its bodies, for listings.
+/// An event without its bodies, for listings. `FromRow` for [`Store::list_events`], the one query
+/// built at run time; the others fill it through a checked macro.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct EventSummary {
     pub id: Uuid,
@@ -44,18 +45,27 @@ pub struct EventQuery {
 }
 
 /// One row of the event feed, with its position `(txid, id)`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct FeedRow {
     pub txid: String,
-    #[sqlx(flatten)]
     pub event: EventSummary,
 }
 
+/// The columns of [`EventSummary`], for the one query assembled at run time ([`Store::list_events`]).
+/// The checked queries spell them out, as a macro needs a literal.
 const SUMMARY: &str =
     "id, environment, event_type, event, payment_id, payment_status, payment_updated_at, \
                        source, received_at, last_received_at, arrival_count";
 
 impl Store {
+    /// Built per request, and so checked by the tests rather than by the compiler: the one query
+    /// that is. A fixed statement would have to write every filter as `($n IS NULL OR col = $n)`,
+    /// and sort through the keyset as `($n IS NULL OR (received_at, id) > ($n, $m))` in both
+    /// directions, and once PostgreSQL switches the prepared statement to its cached generic plan
+    /// (after five executions) such a plan cannot know which filters are present: it neither
+    /// bounds the `events_by_received` scan at the keyset position (every page would re-read the
+    /// pages before it) nor uses `events_by_payment` for a payment's events. Here each present
+    /// filter is a plain condition, each combination of filters a statement of its own.
     pub async fn list_events(&self, q: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
         let mut sql: QueryBuilder<Postgres> =
             QueryBuilder::new(format!("SELECT {SUMMARY} FROM events WHERE environment = "));
@@ -115,11 +125,15 @@ impl Store {
         environment: &str,
         payment_id: &str,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM events WHERE environment = $1 AND payment_id = $2 ORDER BY received_at, id",
+        Ok(sqlx::query_as!(
+            StoredEvent,
+            "SELECT id, environment, event_type, event, payment_id, payment_status, \
+                    payment_updated_at, raw_body, source, webhook_id, secret_index, signed_timestamp, \
+                    received_at, last_received_at, arrival_count \
+             FROM events WHERE environment = $1 AND payment_id = $2 ORDER BY received_at, id",
+            environment,
+            payment_id
         )
-        .bind(environment)
-        .bind(payment_id)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -132,17 +146,19 @@ impl Store {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<DeliveryState>, StoreError> {
-        Ok(sqlx::query_as(
+        // `$2 IS NULL OR`: no index serves the status filter, so a generic plan loses nothing.
+        Ok(sqlx::query_as!(
+            DeliveryState,
             "SELECT d.id, d.event_id, d.handler, d.status, d.attempts, d.next_attempt_at, d.last_error, \
                     d.created_at, d.completed_at \
              FROM deliveries d JOIN events e ON e.id = d.event_id \
              WHERE e.environment = $1 AND ($2::text IS NULL OR d.status = $2) AND d.id > $3 \
              ORDER BY d.id LIMIT $4",
+            environment,
+            status,
+            after_id,
+            limit
         )
-        .bind(environment)
-        .bind(status)
-        .bind(after_id)
-        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -167,20 +183,43 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let horizon = feed_horizon(&mut tx).await?;
         // Read with the snapshot the horizon was computed against (repeatable read).
-        let rows = sqlx::query_as(&format!(
-            "SELECT txid::text AS txid, {SUMMARY} FROM events \
-             WHERE environment = $1 AND (txid, id) > ($2::xid8, $3) AND txid < $5::xid8 \
-             ORDER BY txid, id LIMIT $4"
-        ))
-        .bind(environment)
-        .bind(txid)
-        .bind(id)
-        .bind(limit)
-        .bind(&horizon)
+        // Positions travel as text (`::text::xid8`): sqlx has no Rust type for xid8.
+        let rows = sqlx::query!(
+            r#"SELECT txid::text AS "txid!", id, environment, event_type, event, payment_id,
+                    payment_status, payment_updated_at, source, received_at, last_received_at,
+                    arrival_count
+             FROM events
+             WHERE environment = $1 AND (txid, id) > ($2::text::xid8, $3)
+               AND txid < $5::text::xid8
+             ORDER BY txid, id LIMIT $4"#,
+            environment,
+            txid,
+            id,
+            limit,
+            horizon
+        )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .map(|r| FeedRow {
+                txid: r.txid,
+                event: EventSummary {
+                    id: r.id,
+                    environment: r.environment,
+                    event_type: r.event_type,
+                    event: r.event,
+                    payment_id: r.payment_id,
+                    payment_status: r.payment_status,
+                    payment_updated_at: r.payment_updated_at,
+                    source: r.source,
+                    received_at: r.received_at,
+                    last_received_at: r.last_received_at,
+                    arrival_count: r.arrival_count,
+                },
+            })
+            .collect())
     }
 }
 
@@ -203,32 +242,33 @@ impl Store {
 /// `pg_locks` names transactions by their 32-bit id; they are matched to the snapshot's 64-bit
 /// ids by the low 32 bits (a false match only lowers the horizon, which is safe).
 async fn feed_horizon(tx: &mut sqlx::PgConnection) -> Result<String, StoreError> {
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
     // The snapshot is taken as this statement starts, and pg_locks is read while it runs: after.
-    let (snapshot, writers): (String, Vec<String>) = sqlx::query_as(
-        "SELECT pg_current_snapshot()::text, coalesce(array( \
-             SELECT x.transactionid::text FROM pg_locks r \
-             JOIN pg_locks x ON x.virtualtransaction = r.virtualtransaction \
-                 AND x.locktype = 'transactionid' AND x.granted \
-             WHERE r.locktype = 'relation' AND r.granted \
-               AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND r.relation = 'events'::regclass \
-               AND r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', \
-                              'AccessExclusiveLock')), '{}')",
+    let row = sqlx::query!(
+        r#"SELECT pg_current_snapshot()::text AS "snapshot!", coalesce(array(
+             SELECT x.transactionid::text FROM pg_locks r
+             JOIN pg_locks x ON x.virtualtransaction = r.virtualtransaction
+                 AND x.locktype = 'transactionid' AND x.granted
+             WHERE r.locktype = 'relation' AND r.granted
+               AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND r.relation = 'events'::regclass
+               AND r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
+                              'AccessExclusiveLock')), '{}') AS "writers!""#,
     )
     .fetch_one(&mut *tx)
     .await?;
-    // Statuses are read after pg_locks, in a statement of their own.
-    Ok(sqlx::query_scalar(
-        "SELECT least(pg_snapshot_xmax($1::pg_snapshot), ( \
-             SELECT min(x) FROM pg_snapshot_xip($1::pg_snapshot) AS x \
-             WHERE (x::text::numeric % 4294967296)::text = ANY($2) \
-                OR pg_xact_status(x) IS DISTINCT FROM 'in progress')::xid8)::text",
+    // Statuses are read after pg_locks, in a statement of their own. The snapshot travels as text
+    // (`::text::pg_snapshot`): sqlx has no Rust type for pg_snapshot.
+    Ok(sqlx::query_scalar!(
+        r#"SELECT least(pg_snapshot_xmax($1::text::pg_snapshot), (
+             SELECT min(x) FROM pg_snapshot_xip($1::text::pg_snapshot) AS x
+             WHERE (x::text::numeric % 4294967296)::text = ANY($2)
+                OR pg_xact_status(x) IS DISTINCT FROM 'in progress')::xid8)::text AS "horizon!""#,
+        row.snapshot,
+        &row.writers
     )
-    .bind(&snapshot)
-    .bind(&writers)
     .fetch_one(&mut *tx)
     .await?)
 }

@@ -45,51 +45,54 @@ impl Store {
         idempotency_key: Option<&str>,
     ) -> Result<ReplayOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM events WHERE id = $1 AND environment = $2")
-                .bind(event_id)
-                .bind(environment)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let exists = sqlx::query_scalar!(
+            "SELECT 1 AS one FROM events WHERE id = $1 AND environment = $2",
+            event_id,
+            environment
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         if exists.is_none() {
             return Ok(ReplayOutcome::NotFound);
         }
         if let Some(key) = idempotency_key {
-            let fresh: Option<i32> = sqlx::query_scalar(
+            let fresh = sqlx::query_scalar!(
                 "INSERT INTO replays (environment, idempotency_key, event_id, handlers) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING RETURNING 1",
+                 ON CONFLICT DO NOTHING RETURNING 1 AS one",
+                environment,
+                key,
+                event_id,
+                handlers
             )
-            .bind(environment)
-            .bind(key)
-            .bind(event_id)
-            .bind(handlers)
             .fetch_optional(&mut *tx)
             .await?;
             if fresh.is_none() {
-                let (previous, done): (Uuid, Vec<String>) = sqlx::query_as(
+                let previous = sqlx::query!(
                     "SELECT event_id, handlers FROM replays WHERE environment = $1 AND idempotency_key = $2",
+                    environment,
+                    key
                 )
-                .bind(environment)
-                .bind(key)
                 .fetch_one(&mut *tx)
                 .await?;
-                return Ok(if previous == event_id {
-                    ReplayOutcome::AlreadyDone { handlers: done }
+                return Ok(if previous.event_id == event_id {
+                    ReplayOutcome::AlreadyDone {
+                        handlers: previous.handlers,
+                    }
                 } else {
                     ReplayOutcome::KeyReused
                 });
             }
         }
-        let replayed: Vec<String> = sqlx::query_scalar(
+        let replayed = sqlx::query_scalar!(
             "INSERT INTO deliveries (event_id, handler) SELECT $1, unnest($2::text[]) \
              ON CONFLICT ON CONSTRAINT deliveries_once DO UPDATE \
                  SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, \
                      completed_at = NULL, updated_at = now() \
                  WHERE deliveries.status <> 'in_flight' \
              RETURNING handler",
+            event_id,
+            handlers
         )
-        .bind(event_id)
-        .bind(handlers)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -103,22 +106,15 @@ impl Store {
         environment: &str,
         delivery_id: i64,
     ) -> Result<Option<DeliveryRoute>, StoreError> {
-        let row: Option<(String, String, String, String)> = sqlx::query_as(
+        Ok(sqlx::query_as!(
+            DeliveryRoute,
             "SELECT d.handler, e.environment, e.event_type, e.event FROM deliveries d \
              JOIN events e ON e.id = d.event_id WHERE d.id = $2 AND e.environment = $1",
+            environment,
+            delivery_id
         )
-        .bind(environment)
-        .bind(delivery_id)
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(
-            row.map(|(handler, environment, event_type, event)| DeliveryRoute {
-                handler,
-                environment,
-                event_type,
-                event,
-            }),
-        )
+        .await?)
     }
 
     /// Gives a dead delivery a fresh set of attempts, due now.
@@ -127,26 +123,26 @@ impl Store {
         environment: &str,
         delivery_id: i64,
     ) -> Result<RetryOutcome, StoreError> {
-        let retried: Option<i64> = sqlx::query_scalar(
+        let retried = sqlx::query_scalar!(
             "UPDATE deliveries d SET status = 'pending', attempts = 0, next_attempt_at = now(), \
                  last_error = NULL, completed_at = NULL, updated_at = now() \
              FROM events e \
              WHERE d.id = $2 AND e.id = d.event_id AND e.environment = $1 AND d.status = 'dead' \
              RETURNING d.id",
+            environment,
+            delivery_id
         )
-        .bind(environment)
-        .bind(delivery_id)
         .fetch_optional(&self.pool)
         .await?;
         if retried.is_some() {
             self.waker.wake(&self.pool);
             return Ok(RetryOutcome::Retried);
         }
-        let status: Option<String> = sqlx::query_scalar(
+        let status = sqlx::query_scalar!(
             "SELECT d.status FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = $2 AND e.environment = $1",
+            environment,
+            delivery_id
         )
-        .bind(environment)
-        .bind(delivery_id)
         .fetch_optional(&self.pool)
         .await?;
         Ok(status.map_or(RetryOutcome::NotFound, RetryOutcome::NotDead))

@@ -34,24 +34,36 @@ pub struct PurgeCounts {
     pub replays: u64,
 }
 
-/// A delivery that keeps its event: not finished, or dead and not yet expired (an operator may
-/// still retry it, and a retry needs the event).
-const NEEDED_BY_A_DELIVERY: &str = "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id \
-     AND (d.status IN ('pending', 'in_flight') \
-          OR (d.status = 'dead' AND NOT coalesce(d.completed_at < $3, false))))";
+/// `sqlx::$macro!(head + NEEDED_BY_A_DELIVERY + tail, args...)`, where NEEDED_BY_A_DELIVERY is
+/// the condition that a delivery keeps its event `e`: it is not finished, or it is dead and not yet
+/// expired (an operator may still retry it, and a retry needs the event); `$3` is the dead
+/// deliveries' cutoff. The checked macros take literals only, not a `format!`ed string, so the
+/// predicate that the purge and the dry run's count share is spliced in here, as one literal.
+macro_rules! with_needed_by_a_delivery {
+    ($macro:ident!($head:tt, $tail:tt $(, $arg:expr)* $(,)?)) => {
+        sqlx::$macro!(
+            $head
+                + "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id \
+                     AND (d.status IN ('pending', 'in_flight') \
+                          OR (d.status = 'dead' AND NOT coalesce(d.completed_at < $3, false))))"
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// The environments that have events, by a loose index scan (one probe per environment).
 pub async fn environments_with_events(
     connection: &mut PgConnection,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "WITH RECURSIVE envs AS ( \
-             (SELECT environment FROM events ORDER BY environment LIMIT 1) \
-             UNION ALL \
-             SELECT (SELECT e.environment FROM events e WHERE e.environment > envs.environment \
-                     ORDER BY e.environment LIMIT 1) \
-             FROM envs WHERE envs.environment IS NOT NULL) \
-         SELECT environment FROM envs WHERE environment IS NOT NULL",
+    Ok(sqlx::query_scalar!(
+        r#"WITH RECURSIVE envs AS (
+             (SELECT environment FROM events ORDER BY environment LIMIT 1)
+             UNION ALL
+             SELECT (SELECT e.environment FROM events e WHERE e.environment > envs.environment
+                     ORDER BY e.environment LIMIT 1)
+             FROM envs WHERE envs.environment IS NOT NULL)
+         SELECT environment AS "environment!" FROM envs WHERE environment IS NOT NULL"#
     )
     .fetch_all(connection)
     .await?)
@@ -67,21 +79,20 @@ pub async fn purge_events(
     let Some(events_before) = cutoffs.events_before else {
         return Ok(0);
     };
-    let sql = format!(
+    let done = with_needed_by_a_delivery!(query!(
         "DELETE FROM events WHERE id IN ( \
              SELECT e.id FROM events e \
              WHERE e.environment = $4 AND e.received_at < $1 AND e.last_received_at < $2 \
-               AND NOT {NEEDED_BY_A_DELIVERY} \
-             ORDER BY e.received_at LIMIT $5 FOR UPDATE SKIP LOCKED)"
-    );
-    let done = sqlx::query(&sql)
-        .bind(events_before)
-        .bind(cutoffs.dedup_before)
-        .bind(cutoffs.dead_before)
-        .bind(environment)
-        .bind(limit)
-        .execute(connection)
-        .await?;
+               AND NOT ",
+        " ORDER BY e.received_at LIMIT $5 FOR UPDATE SKIP LOCKED)",
+        events_before,
+        cutoffs.dedup_before,
+        cutoffs.dead_before,
+        environment,
+        limit,
+    ))
+    .execute(connection)
+    .await?;
     Ok(done.rows_affected())
 }
 
@@ -94,13 +105,13 @@ pub async fn purge_dead_deliveries(
     let Some(dead_before) = cutoffs.dead_before else {
         return Ok(0);
     };
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "DELETE FROM deliveries WHERE id IN ( \
              SELECT id FROM deliveries WHERE status = 'dead' AND completed_at < $1 \
              ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        dead_before,
+        limit
     )
-    .bind(dead_before)
-    .bind(limit)
     .execute(connection)
     .await?;
     Ok(done.rows_affected())
@@ -115,14 +126,14 @@ pub async fn purge_quarantine(
     let Some(events_before) = cutoffs.events_before else {
         return Ok(0);
     };
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "DELETE FROM quarantine WHERE id IN ( \
              SELECT id FROM quarantine WHERE received_at < $1 AND last_received_at < $2 \
              LIMIT $3 FOR UPDATE SKIP LOCKED)",
+        events_before,
+        cutoffs.dedup_before,
+        limit
     )
-    .bind(events_before)
-    .bind(cutoffs.dedup_before)
-    .bind(limit)
     .execute(connection)
     .await?;
     Ok(done.rows_affected())
@@ -137,13 +148,13 @@ pub async fn purge_replays(
     let Some(events_before) = cutoffs.events_before else {
         return Ok(0);
     };
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "DELETE FROM replays WHERE (environment, idempotency_key) IN ( \
              SELECT environment, idempotency_key FROM replays WHERE created_at < $1 \
              LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        events_before,
+        limit
     )
-    .bind(events_before)
-    .bind(limit)
     .execute(connection)
     .await?;
     Ok(done.rows_affected())
@@ -155,25 +166,26 @@ pub async fn count_expired(
     connection: &mut PgConnection,
     cutoffs: &Cutoffs,
 ) -> Result<PurgeCounts, StoreError> {
-    let sql = format!(
+    let counts = with_needed_by_a_delivery!(query!(
         "SELECT \
            (SELECT count(*) FROM events e WHERE $1::timestamptz IS NOT NULL \
-              AND e.received_at < $1 AND e.last_received_at < $2 AND NOT {NEEDED_BY_A_DELIVERY}), \
-           (SELECT count(*) FROM deliveries WHERE status = 'dead' AND completed_at < $3), \
-           (SELECT count(*) FROM quarantine WHERE received_at < $1 AND last_received_at < $2), \
-           (SELECT count(*) FROM replays WHERE created_at < $1)"
-    );
-    let (events, dead, quarantined, replays): (i64, i64, i64, i64) = sqlx::query_as(&sql)
-        .bind(cutoffs.events_before)
-        .bind(cutoffs.dedup_before)
-        .bind(cutoffs.dead_before)
-        .fetch_one(connection)
-        .await?;
+              AND e.received_at < $1 AND e.last_received_at < $2 AND NOT ",
+        r#") AS "events!",
+           (SELECT count(*) FROM deliveries WHERE status = 'dead' AND completed_at < $3) AS "dead!",
+           (SELECT count(*) FROM quarantine WHERE received_at < $1 AND last_received_at < $2)
+               AS "quarantined!",
+           (SELECT count(*) FROM replays WHERE created_at < $1) AS "replays!""#,
+        cutoffs.events_before,
+        cutoffs.dedup_before,
+        cutoffs.dead_before,
+    ))
+    .fetch_one(connection)
+    .await?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(PurgeCounts {
-        events: count(events),
-        dead_deliveries: count(dead),
-        quarantined: count(quarantined),
-        replays: count(replays),
+        events: count(counts.events),
+        dead_deliveries: count(counts.dead),
+        quarantined: count(counts.quarantined),
+        replays: count(counts.replays),
     })
 }

@@ -43,8 +43,7 @@ async fn notify_loop(pool: PgPool, signal: Arc<Notify>) {
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(WAKE_CHANNEL)
+        if let Err(e) = sqlx::query!("SELECT pg_notify($1, '')", WAKE_CHANNEL)
             .execute(&pool)
             .await
         {
