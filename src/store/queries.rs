@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::{DeliveryState, Store, StoreError, StoredEvent};
 
-/// An event without its bodies, for listings. `FromRow` for [`Store::list_events`], the one query
-/// built at run time; the others fill it through a checked macro.
+/// An event without its bodies, for listings.
+// (Not a doc comment: utoipa would put it in the OpenAPI document.) `FromRow` is for
+// `Store::list_events`, the one query built at run time; the others fill it through a checked macro.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct EventSummary {
     pub id: Uuid,
