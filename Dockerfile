@@ -1,5 +1,6 @@
-# Multi-stage build. No live database is needed: SQL is checked at run time by the test suite and
-# migrations are embedded with sqlx::migrate!.
+# Multi-stage build. No live database is needed: the SQL macros check each statement against the
+# offline data committed in .sqlx/ (.cargo/config.toml sets SQLX_OFFLINE=true), and migrations are
+# embedded with sqlx::migrate!.
 #
 # Base images are pinned to exact releases (Rust 1.95.0 on Debian 12 "bookworm", the toolchain and
 # distribution the project is developed and tested on). For byte-for-byte reproducible builds, also
@@ -19,6 +20,8 @@ WORKDIR /src
 # and CI can run these exact lines offline. When the repository becomes a workspace, copy each
 # member's Cargo.toml and stub its targets the same way (or switch to cargo-chef then).
 COPY Cargo.toml Cargo.lock ./
+# Cargo's settings for this repository (SQLX_OFFLINE), for both builds.
+COPY .cargo ./.cargo
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
@@ -29,11 +32,12 @@ RUN mkdir -p src benches \
 
 # The real sources. benches/ is needed although nothing in it is built: Cargo refuses a manifest
 # whose [[bench]] files are missing. config/ holds config/default.toml (include_str!), migrations/
-# is embedded with sqlx::migrate!.
+# is embedded with sqlx::migrate!, .sqlx/ is what the SQL macros check the statements against.
 COPY src ./src
 COPY benches ./benches
 COPY migrations ./migrations
 COPY config ./config
+COPY .sqlx ./.sqlx
 # COPY keeps the context's modification times, which can be older than the stubs' build: touch the
 # crate roots so that Cargo rebuilds this crate (and only this crate).
 RUN touch src/lib.rs src/main.rs \
