@@ -56,31 +56,8 @@ impl Store {
             return Ok(ReplayOutcome::NotFound);
         }
         if let Some(key) = idempotency_key {
-            let fresh = sqlx::query_scalar!(
-                "INSERT INTO replays (environment, idempotency_key, event_id, handlers) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING RETURNING 1 AS one",
-                environment,
-                key,
-                event_id,
-                handlers
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            if fresh.is_none() {
-                let previous = sqlx::query!(
-                    "SELECT event_id, handlers FROM replays WHERE environment = $1 AND idempotency_key = $2",
-                    environment,
-                    key
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                return Ok(if previous.event_id == event_id {
-                    ReplayOutcome::AlreadyDone {
-                        handlers: previous.handlers,
-                    }
-                } else {
-                    ReplayOutcome::KeyReused
-                });
+            if let Some(earlier) = claim_key(&mut tx, environment, key, event_id, handlers).await? {
+                return Ok(earlier);
             }
         }
         let replayed = sqlx::query_scalar!(
@@ -147,4 +124,42 @@ impl Store {
         .await?;
         Ok(status.map_or(RetryOutcome::NotFound, RetryOutcome::NotDead))
     }
+}
+
+/// Records the idempotency key for this replay. `None`: the key is new, go on; otherwise what the
+/// earlier call with the same key means for this one.
+async fn claim_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    environment: &str,
+    key: &str,
+    event_id: Uuid,
+    handlers: &[String],
+) -> Result<Option<ReplayOutcome>, StoreError> {
+    let fresh = sqlx::query_scalar!(
+        "INSERT INTO replays (environment, idempotency_key, event_id, handlers) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING RETURNING 1 AS one",
+        environment,
+        key,
+        event_id,
+        handlers
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    if fresh.is_some() {
+        return Ok(None);
+    }
+    let previous = sqlx::query!(
+        "SELECT event_id, handlers FROM replays WHERE environment = $1 AND idempotency_key = $2",
+        environment,
+        key
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Some(if previous.event_id == event_id {
+        ReplayOutcome::AlreadyDone {
+            handlers: previous.handlers,
+        }
+    } else {
+        ReplayOutcome::KeyReused
+    }))
 }
