@@ -1,8 +1,8 @@
 //! Verification and parsing costs per request: `cargo bench --bench verify`.
 //!
-//! Signature check over 1 KB and 64 KB bodies with one and two candidate secrets (a rotation), the
-//! whole `verify` path (registry lookup, timestamp window, HMAC), and payload parsing with
-//! classification and the dedup key.
+//! Signature check (the `voltage-signature` crate) over 1 KB and 64 KB bodies with one and two
+//! candidate secrets (a rotation), the service's whole `verify` path (registry lookup, timestamp
+//! window, HMAC), and payload parsing with classification and the dedup key.
 
 use std::hint::black_box;
 
@@ -10,10 +10,9 @@ use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use secrecy::SecretString;
 use uuid::Uuid;
+use voltage_signature::{sign, SignatureCheck};
 use voltage_webhooks::event::{DedupKey, Payload};
-use voltage_webhooks::verify::{
-    sign, verify, Delivery, Environment, Registration, Registry, SignatureCheck,
-};
+use voltage_webhooks::verify::{verify, Delivery, Environment, Registration, Registry};
 
 const SECRET: &str = "vltg_TESTONLYsyntheticSecret000000000";
 const OLD: &str = "vltg_TESTONLYoldSecret00000000000000";

@@ -15,7 +15,6 @@ pub mod event;
 pub mod handlers;
 pub mod http;
 pub mod ingest;
-pub mod loadgen;
 pub mod outbox;
 pub mod reconcile;
 pub mod retention;

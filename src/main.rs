@@ -62,8 +62,6 @@ enum Command {
     /// Manage API keys for the query API (scoped to one environment, read or write).
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
-    /// Send signed, realistic deliveries to a running service and report throughput and latency.
-    Loadgen(tools::loadgen::LoadArgs),
     /// Exit 0 if the service at URL answers 200 (for container HEALTHCHECKs: no curl needed).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
@@ -179,15 +177,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKey(command) => {
             let output = runtime.block_on(api_key(&config, command))?;
             println!("{output}");
-            Ok(())
-        }
-        Command::Loadgen(args) => {
-            // One thread: the generator shares the machine with what it measures, and a single
-            // thread spends nothing on waking another (it needs well under one core).
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            println!("{}", runtime.block_on(tools::loadgen::run(&config, args))?);
             Ok(())
         }
         Command::Sign { .. } | Command::Healthcheck { .. } => unreachable!("handled above"),

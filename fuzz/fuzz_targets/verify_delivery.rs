@@ -1,6 +1,7 @@
-//! Arbitrary header values and bodies through verification: never a panic, and nothing verifies
-//! without the secret. Input: webhook id, timestamp and signature headers, then the body, separated
-//! by NUL bytes.
+//! Arbitrary header values and bodies through verification, both the `voltage-signature` crate's
+//! `verify` and the service's (registry, environment, order of checks): never a panic, and nothing
+//! verifies without the secret. Input: webhook id, timestamp and signature headers, then the body,
+//! separated by NUL bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,4 +24,8 @@ fuzz_target!(|data: &[u8]| {
     let now = chrono::DateTime::from_timestamp(1_760_000_000, 0).unwrap_or_default();
     // A random input carrying a valid signature would be a forgery.
     assert!(verify(&registry, "production", &delivery, now, u64::MAX).is_err());
+    if let (Some(timestamp), Some(signature)) = (timestamp, signature) {
+        let secrets = [secrecy::SecretString::from("vltg_fuzzSecret")];
+        assert!(voltage_signature::verify(&secrets, body, timestamp, signature, 1_760_000_000, u64::MAX).is_err());
+    }
 });

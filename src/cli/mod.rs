@@ -2,7 +2,6 @@
 //! and API key management.
 
 pub mod api_keys;
-pub mod loadgen;
 
 use std::path::Path;
 

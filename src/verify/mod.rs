@@ -1,30 +1,25 @@
-//! Voltage's webhook signature scheme and the order in which a delivery is checked.
+//! The order in which a delivery is checked, and the registrations it is checked against.
 //!
 //! This module owns the question "did a holder of one of this registration's secrets send exactly
 //! these bytes, recently?". It knows nothing about HTTP (the caller hands it header values and the
 //! raw body) and nothing about JSON: nothing is parsed before it is verified.
 //!
-//! The scheme (see `docs/voltage-contract.md`): `base64(HMAC-SHA256(secret, body || "." || timestamp))`,
-//! keyed with the secret string as UTF-8 *including* its `vltg_` prefix.
+//! The scheme itself (`base64(HMAC-SHA256(secret, body || "." || timestamp))`, the constant-time
+//! comparison with every candidate, the timestamp window, the header names) is the
+//! `voltage-signature` crate (`crates/voltage-signature`); this module adds the registry, the
+//! environment check and Voltage's order of checks, and maps the crate's errors to the service's.
 
 mod registry;
-mod signature;
 
 pub use registry::{Environment, Registration, Registry};
-pub use signature::{sign, SignatureCheck};
+pub use voltage_signature::{headers, sign, SignatureCheck};
+
+use voltage_signature::SignatureError;
 
 use chrono::{DateTime, Utc};
 
 use crate::error_code::ErrorCode;
 use uuid::Uuid;
-
-/// The header names Voltage sends, lower-case as `http` stores them.
-pub mod headers {
-    pub const WEBHOOK_ID: &str = "x-voltage-webhook-id";
-    pub const TIMESTAMP: &str = "x-voltage-timestamp";
-    pub const SIGNATURE: &str = "x-voltage-signature";
-    pub const EVENT: &str = "x-voltage-event";
-}
 
 /// What a delivery carries that verification needs, before anything is trusted.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +46,23 @@ pub enum VerifyError {
     StaleTimestamp { skew_secs: i64, tolerance_secs: u64 },
     #[error("signature does not match any secret of this registration")]
     InvalidSignature,
+}
+
+impl From<SignatureError> for VerifyError {
+    /// A malformed timestamp is reported as a malformed header, as before the scheme became a crate.
+    fn from(error: SignatureError) -> Self {
+        match error {
+            SignatureError::MalformedTimestamp => Self::MissingHeader(headers::TIMESTAMP),
+            SignatureError::StaleTimestamp {
+                skew_secs,
+                tolerance_secs,
+            } => Self::StaleTimestamp {
+                skew_secs,
+                tolerance_secs,
+            },
+            SignatureError::InvalidSignature => Self::InvalidSignature,
+        }
+    }
 }
 
 impl VerifyError {
@@ -120,8 +132,8 @@ pub fn precheck<'a>(
         });
     }
 
-    let timestamp = parse_timestamp(timestamp_text)?;
-    check_window(timestamp, now, tolerance_secs)?;
+    let timestamp =
+        voltage_signature::check_timestamp(timestamp_text, now.timestamp(), tolerance_secs)?;
     Ok(Prechecked {
         registration,
         timestamp_text,
@@ -156,60 +168,52 @@ pub fn verify(
     precheck(registry, environment, delivery, now, tolerance_secs)?.check_signature(delivery.body)
 }
 
-/// Voltage sends decimal digits only; signs, spaces or exponents are refused rather than guessed at.
-fn parse_timestamp(text: &str) -> Result<i64, VerifyError> {
-    let malformed = VerifyError::MissingHeader(headers::TIMESTAMP);
-    if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed);
-    }
-    text.parse().map_err(|_| malformed)
-}
-
-fn check_window(
-    timestamp: i64,
-    now: DateTime<Utc>,
-    tolerance_secs: u64,
-) -> Result<(), VerifyError> {
-    let skew_secs = timestamp.saturating_sub(now.timestamp());
-    if skew_secs.unsigned_abs() > tolerance_secs {
-        return Err(VerifyError::StaleTimestamp {
-            skew_secs,
-            tolerance_secs,
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn timestamps_with_anything_but_digits_are_refused() {
-        for bad in [
-            "",
-            "-1",
-            "+1745355553",
-            "1745355553 ",
-            "1.7e9",
-            "0x10",
-            "99999999999999999999",
-        ] {
-            assert_eq!(
-                parse_timestamp(bad),
-                Err(VerifyError::MissingHeader(headers::TIMESTAMP)),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(parse_timestamp("1745355553"), Ok(1_745_355_553));
+    fn registry() -> (Registry, Uuid) {
+        let id = Uuid::from_u128(7);
+        let registry = Registry::new(
+            vec![Environment {
+                name: "production".into(),
+                organization_id: id,
+                environment_id: id,
+                allow_ips: Vec::new(),
+            }],
+            vec![Registration {
+                id,
+                environment: "production".into(),
+                secrets: vec!["vltg_a".into()],
+            }],
+        );
+        (registry, id)
     }
 
     #[test]
-    fn the_window_applies_to_past_and_future_alike() {
+    fn the_crate_errors_map_to_the_service_codes() {
+        let (registry, id) = registry();
+        let id = id.to_string();
         let now = DateTime::from_timestamp(1_000_000, 0).expect("valid time");
-        assert!(check_window(1_000_000 - 300, now, 300).is_ok());
-        assert!(check_window(1_000_000 + 300, now, 300).is_ok());
-        assert!(check_window(1_000_000 - 301, now, 300).is_err());
-        assert!(check_window(1_000_000 + 301, now, 300).is_err());
+        let signature = sign("vltg_a", b"{}", "1000000");
+        let delivery = |timestamp, body| Delivery {
+            webhook_id: Some(&id),
+            timestamp: Some(timestamp),
+            signature: Some(&signature),
+            body,
+        };
+        let code =
+            |d: &Delivery<'_>| verify(&registry, "production", d, now, 300).map_err(|e| e.code());
+        assert_eq!(
+            code(&delivery("1000000", b"{}")).map(|v| v.secret_index),
+            Ok(0)
+        );
+        assert_eq!(code(&delivery("+1000000", b"{}")), Err("missing_header"));
+        assert_eq!(code(&delivery("999699", b"{}")), Err("stale_timestamp"));
+        assert_eq!(code(&delivery("1000000", b"{ }")), Err("invalid_signature"));
+        assert_eq!(
+            verify(&registry, "production", &delivery("-1", b"{}"), now, 300),
+            Err(VerifyError::MissingHeader(headers::TIMESTAMP))
+        );
     }
 }

@@ -10,7 +10,7 @@ use crate::common::proxy::Proxy;
 use crate::common::*;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
-use voltage_webhooks::loadgen::{self, LoadSpec};
+use voltage_loadgen::{self as loadgen, LoadSpec};
 use voltage_webhooks::verify::sign;
 
 fn load(base_url: String, concurrency: usize, duration: Duration) -> LoadSpec {

@@ -9,6 +9,27 @@ use sqlx::PgPool;
 
 const TEST_BODY: &[u8] = br#"{"type":"test","detail":{"event":"created","data":"testing"}}"#;
 
+/// The `voltage-signature` crate tests itself with a copy of the vectors (a crate's tests may not read
+/// outside its directory): the copy must stay the same as the fixtures the service is tested with.
+#[test]
+fn the_signature_crate_tests_the_same_known_answer_vectors() {
+    let copies = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/voltage-signature/tests/vectors"
+    );
+    for name in [
+        "known-answers.json",
+        "receive-completed-bolt11.json",
+        "send-succeeded-bolt11.json",
+    ] {
+        let copy = std::fs::read(format!("{copies}/{name}")).unwrap();
+        assert!(
+            copy == fixture(name),
+            "crates/voltage-signature/tests/vectors/{name} differs from tests/fixtures/voltage/{name}"
+        );
+    }
+}
+
 #[sqlx::test]
 async fn every_known_answer_vector_is_accepted_or_refused_as_recorded(pool: PgPool) {
     let vectors: Vec<Value> = serde_json::from_slice(&fixture("known-answers.json")).unwrap();

@@ -1,12 +1,13 @@
 //! The load generator against a real listener: every request answered, duplicates acknowledged as
 //! the same events, and the database check passes, and fails when an acknowledged event is missing.
+//! The generator is the `voltage-loadgen` crate (crates/loadgen), a dev-dependency driven in-process.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::common::*;
 use sqlx::PgPool;
-use voltage_webhooks::loadgen::{self, LoadSpec};
+use voltage_loadgen::{self as loadgen, LoadSpec};
 
 #[sqlx::test]
 async fn a_short_run_is_acknowledged_and_the_database_holds_exactly_those_events(pool: PgPool) {
@@ -82,4 +83,46 @@ async fn a_short_run_is_acknowledged_and_the_database_holds_exactly_those_events
         err.to_string().contains("1 acknowledged events missing"),
         "{err}"
     );
+}
+
+/// The generator's bodies are what the service takes for a Voltage payment event: the generator
+/// cannot check that itself (it does not depend on the service).
+#[test]
+fn the_generated_body_parses_as_a_receive_completed_payment() {
+    let payment = uuid::Uuid::new_v4();
+    let body = loadgen::receive_completed(
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        payment,
+        chrono::Utc::now(),
+    );
+    let payload = voltage_webhooks::event::Payload::parse(&body).expect("a Voltage event");
+    assert_eq!(payload.payment.expect("payment").id, payment.to_string());
+}
+
+/// The generator reads the service's configuration itself (it does not depend on the service): it
+/// must find the ids the service loads, and sign as the environment's first registration listed, with
+/// that registration's first secret.
+#[test]
+fn the_generator_reads_the_same_ids_and_secret_as_the_service() {
+    use secrecy::ExposeSecret as _;
+    let config = config();
+    let (registry, _) = config.resolve().unwrap();
+    let settings = voltage_loadgen::settings::Settings::from_toml(&config_toml()).unwrap();
+    for (name, first) in [
+        ("production", PRODUCTION_WEBHOOK),
+        ("staging", STAGING_WEBHOOK),
+    ] {
+        let environment = registry.environment(name).unwrap();
+        let target = settings.target(name).unwrap();
+        assert_eq!(target.organization_id, environment.organization_id);
+        assert_eq!(target.environment_id, environment.environment_id);
+        assert_eq!(target.webhook_id.to_string(), first);
+        let registration = registry.registration(first).unwrap();
+        assert_eq!(registration.environment, name);
+        assert_eq!(
+            target.secret.expose_secret(),
+            registration.secrets[0].expose_secret()
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::common::process::*;
 use crate::common::*;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use voltage_webhooks::loadgen::{self, LoadSpec};
+use voltage_loadgen::{self as loadgen, LoadSpec};
 
 #[sqlx::test]
 async fn sigterm_under_load_drains_loses_no_acknowledged_delivery_and_exits_in_time(

@@ -67,7 +67,6 @@ mod tests {
         assert_eq!(data["environment_id"], env.to_string());
         assert_eq!(data["status"], "completed");
         assert_eq!(data["requested_amount"]["amount"], 1000);
-        let payload = crate::event::Payload::parse(&body).expect("a Voltage event");
-        assert_eq!(payload.payment.expect("payment").id, payment.to_string());
+        // That the service parses it as a Voltage payment event: tests/it/loadgen.rs in the service.
     }
 }

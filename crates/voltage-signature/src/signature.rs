@@ -3,21 +3,30 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use sha2::Sha256;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 type HmacSha256 = Hmac<Sha256>;
-const DIGEST_LEN: usize = 32;
 
-/// Signs `body "." timestamp` with `secret` the way Voltage does; used by `sign`, tests and the load
-/// generator, never on the receiving path except through [`SignatureCheck`].
+/// The length of an HMAC-SHA256 digest in bytes (44 characters of padded Base64).
+pub const DIGEST_LEN: usize = 32;
+
+/// Signs `body "." timestamp` with `secret` the way Voltage does: the value of the
+/// [`crate::headers::SIGNATURE`] header. For senders, tests and load generators; a receiver
+/// compares with [`SignatureCheck`], never by signing and comparing strings.
+///
+/// ```
+/// let signature = voltage_signature::sign("vltg_secret", b"{}", "1760000000");
+/// assert_eq!(signature.len(), 44);
+/// ```
 pub fn sign(secret: &str, body: &[u8], timestamp: &str) -> String {
     STANDARD.encode(digest(secret.as_bytes(), body, timestamp))
 }
 
 fn digest(key: &[u8], body: &[u8], timestamp: &str) -> [u8; DIGEST_LEN] {
-    // HMAC accepts keys of any length, so this cannot fail; an empty key is refused at config load.
+    // HMAC accepts keys of any length, so this cannot fail. (An empty key would accept forgeries
+    // by anyone who guesses it: receivers refuse empty secrets when loading them.)
     let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     mac.update(body);
     mac.update(b".");
@@ -36,6 +45,8 @@ pub struct SignatureCheck<'a> {
 }
 
 impl<'a> SignatureCheck<'a> {
+    /// The raw body, the timestamp header and the signature header, exactly as received
+    /// (surrounding whitespace of the signature header is ignored).
     pub fn new(body: &'a [u8], timestamp: &'a str, signature_header: &str) -> Self {
         let claimed = STANDARD
             .decode(signature_header.trim())
@@ -48,12 +59,13 @@ impl<'a> SignatureCheck<'a> {
         }
     }
 
-    /// The position of the secret that produced the claimed signature, if any.
+    /// The position of the secret that produced the claimed signature, if any; the first one when
+    /// several did.
     ///
     /// Every candidate is computed and compared, whatever matched before it, and the position is
     /// selected with `subtle` rather than a branch: the time taken depends only on how many
     /// candidates there are, not on which one matched or how many bytes agreed.
-    pub fn matching_index(&self, secrets: &[SecretString]) -> Option<usize> {
+    pub fn matching_index<S: ExposeSecret<str>>(&self, secrets: &[S]) -> Option<usize> {
         let claimed = self.claimed?;
         let mut found = Choice::from(0);
         let mut index = 0u32;
@@ -71,12 +83,10 @@ impl<'a> SignatureCheck<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
 
     fn secrets(values: &[&str]) -> Vec<SecretString> {
-        values
-            .iter()
-            .map(|v| SecretString::from(v.to_string()))
-            .collect()
+        values.iter().map(|v| SecretString::from(*v)).collect()
     }
 
     #[test]
@@ -111,5 +121,22 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn no_candidates_match_nothing() {
+        let sig = sign("vltg_a", b"{}", "1");
+        let none: [SecretString; 0] = [];
+        assert_eq!(
+            SignatureCheck::new(b"{}", "1", &sig).matching_index(&none),
+            None
+        );
+    }
+
+    #[test]
+    fn surrounding_whitespace_in_the_signature_header_is_ignored() {
+        let sig = format!(" {} ", sign("vltg_a", b"{}", "1"));
+        let check = SignatureCheck::new(b"{}", "1", &sig);
+        assert_eq!(check.matching_index(&secrets(&["vltg_a"])), Some(0));
     }
 }

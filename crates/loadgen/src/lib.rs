@@ -1,14 +1,20 @@
-//! The load generator (`voltage-webhooks loadgen`): signs unique, realistic Voltage deliveries and
+//! The load generator (`voltage-loadgen`, this crate's binary): signs unique, realistic Voltage deliveries and
 //! sends them at a given concurrency or fixed rate for a given time, optionally re-sending a share
 //! as duplicates (a retry: same body, new timestamp and signature). It reports requests per second,
 //! latency percentiles and counts per status, and can then check that the database holds exactly the
 //! distinct events that were acknowledged: not one missing, not one extra.
 //!
 //! Loopback only in practice: it sends to the URL it is given, bounded in count and time.
+//!
+//! A tool beside the service rather than part of it: it signs with `voltage-signature`, reads the
+//! ids and a secret from the service's configuration file ([`settings`]), and has its own SQL for the
+//! database check. The library is what the binary runs; the service's tests drive it in-process.
 
 mod body;
+pub mod cli;
 mod client;
 mod report;
+pub mod settings;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -24,12 +30,13 @@ use uuid::Uuid;
 pub use body::receive_completed;
 pub use report::Report;
 
-use crate::verify::sign;
 use client::{Connection, Signed, Target};
+use voltage_signature::sign;
 
 /// Bodies a worker keeps for re-sending as duplicates: its most recent ones.
 const RECENT_BODIES: usize = 256;
 
+/// What to send, where, and for how long.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
     /// The service's base URL, e.g. `http://127.0.0.1:8080`.
@@ -47,6 +54,7 @@ pub struct LoadSpec {
     pub duplicates: f64,
 }
 
+/// What a run saw.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub report: Report,
@@ -204,6 +212,7 @@ pub struct Comparison {
     pub extra: usize,
 }
 
+/// Compares the events stored for the payments of a run with the ones acknowledged.
 pub async fn compare(
     pool: &PgPool,
     environment: &str,

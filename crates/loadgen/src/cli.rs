@@ -1,16 +1,24 @@
-//! `voltage-webhooks loadgen`: the load generator driven from the config file, which supplies the
-//! environment's ids and a registration's secret.
+//! The `voltage-loadgen` command line: the load generator driven from the service's configuration
+//! file, which supplies the environment's ids, a registration's secret and the database URL.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
 
-use voltage_webhooks::config::Config;
-use voltage_webhooks::loadgen::{self, LoadSpec};
+use crate::settings::Settings;
+use crate::LoadSpec;
 
-/// The `loadgen` command line.
-#[derive(Debug, clap::Args)]
+/// Sends signed, realistic Voltage deliveries to a running voltage-webhooks and reports throughput
+/// and latency.
+#[derive(Debug, clap::Parser)]
+#[command(name = "voltage-loadgen", version)]
 pub struct LoadArgs {
+    /// The service's TOML configuration file (for the environment's ids, its first registration's
+    /// secret and database.url). Environment variables (DATABASE_URL,
+    /// VOLTAGE_WEBHOOKS_<SECTION>__<KEY>) override it, as in the service.
+    #[arg(long, env = "VOLTAGE_WEBHOOKS_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The service's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
@@ -36,36 +44,26 @@ pub struct LoadArgs {
     pub timeline: Option<Duration>,
 }
 
-pub async fn run(config: &Config, args: LoadArgs) -> anyhow::Result<String> {
-    let (registry, _) = config.resolve()?;
-    let environment = registry
-        .environment(&args.environment)
-        .with_context(|| format!("--environment: no environment named {:?}", args.environment))?;
-    let registration = registry
-        .registrations_of(&args.environment)
-        .next()
-        .with_context(|| {
-            format!(
-                "environment {:?} has no webhook registration to sign with",
-                args.environment
-            )
-        })?;
+/// Runs the load described by `args`; returns the report to print.
+pub async fn run(args: LoadArgs) -> anyhow::Result<String> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let target = settings.target(&args.environment)?;
     if !(0.0..=1.0).contains(&args.duplicates) {
         anyhow::bail!("--duplicates is a share from 0 to 1");
     }
     let spec = LoadSpec {
         base_url: args.url,
         environment: args.environment.clone(),
-        organization_id: environment.organization_id,
-        environment_id: environment.environment_id,
-        webhook_id: registration.id,
-        secret: registration.secrets[0].clone(),
+        organization_id: target.organization_id,
+        environment_id: target.environment_id,
+        webhook_id: target.webhook_id,
+        secret: target.secret,
         concurrency: args.concurrency,
         duration: args.duration,
         rate: args.rate,
         duplicates: args.duplicates,
     };
-    let outcome = loadgen::run(spec).await?;
+    let outcome = crate::run(spec).await?;
     let mut lines = vec![outcome.report.summary()];
     if let Some(window) = args.timeline {
         lines.extend(outcome.report.timeline(window));
@@ -74,8 +72,12 @@ pub async fn run(config: &Config, args: LoadArgs) -> anyhow::Result<String> {
         // The figures first: a failed check must not hide what the load saw.
         println!("{}", lines.join("\n"));
         lines.clear();
-        let pool = voltage_webhooks::app::open_database(config, false).await?;
-        lines.push(loadgen::check_database(&pool, &args.environment, &outcome).await?);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(settings.database_url().expose_secret())
+            .await
+            .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+        lines.push(crate::check_database(&pool, &args.environment, &outcome).await?);
     }
     Ok(lines.join("\n"))
 }

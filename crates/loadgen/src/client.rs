@@ -16,7 +16,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::verify::headers;
+use voltage_signature::headers;
 
 /// Where deliveries go: the authority to connect to and the webhook path of the environment.
 #[derive(Debug, Clone)]
