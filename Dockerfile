@@ -13,34 +13,45 @@ FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 
 # Dependencies in their own layer, so that a change to the sources does not rebuild them: the
-# manifests with a stub for every target Cargo.toml declares (the library, the binary, and one for
-# each [[bench]] name read from Cargo.toml, so a new bench needs no change here; tests/ and examples/
-# are discovered, not declared, so need no stub), built,
-# then the stubs removed. Stubs rather than cargo-chef: nothing to download or install in the image,
-# and CI can run these exact lines offline. When the repository becomes a workspace, copy each
-# member's Cargo.toml and stub its targets the same way (or switch to cargo-chef then).
+# manifests with a stub for every target they declare (the library, the binary, and one for each
+# [[bench]] name read from Cargo.toml, so a new bench needs no change here; tests/ and examples/ are
+# discovered, not declared, so need no stub), built, then the stubs removed. The repository is a
+# Cargo workspace: the service is the root package and every crate under crates/ is a member, so
+# each member's Cargo.toml is copied too (one COPY line per crate: a wildcard would flatten them
+# into one directory) and given a stub library and binary. Cargo needs every member's manifest to
+# load the workspace, even for members (crates/loadgen) that the service's build does not use.
+# Stubs rather than cargo-chef: nothing to download or install in the image, and CI can run these
+# exact lines offline.
 COPY Cargo.toml Cargo.lock ./
 # Cargo's settings for this repository (SQLX_OFFLINE), for both builds.
 COPY .cargo ./.cargo
+COPY crates/voltage-signature/Cargo.toml ./crates/voltage-signature/
+COPY crates/loadgen/Cargo.toml ./crates/loadgen/
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
  && sed -n '/^\[\[bench\]\]/,/^name/s/^name = "\(.*\)"$/\1/p' Cargo.toml > benches/names \
  && while read -r bench; do echo 'fn main() {}' > "benches/$bench.rs"; done < benches/names \
+ && for member in crates/*/; do \
+      mkdir -p "${member}src" && touch "${member}src/lib.rs" && echo 'fn main() {}' > "${member}src/main.rs"; \
+    done \
  && cargo build --release --locked --bin voltage-webhooks \
- && rm -rf src benches
+ && rm -rf src benches crates
 
 # The real sources. benches/ is needed although nothing in it is built: Cargo refuses a manifest
-# whose [[bench]] files are missing. config/ holds config/default.toml (include_str!), migrations/
-# is embedded with sqlx::migrate!, .sqlx/ is what the SQL macros check the statements against.
+# whose [[bench]] files are missing. crates/ holds the workspace's other members (the service
+# depends on crates/voltage-signature). config/ holds config/default.toml (include_str!),
+# migrations/ is embedded with sqlx::migrate!, .sqlx/ is what the SQL macros check the statements
+# against.
 COPY src ./src
 COPY benches ./benches
+COPY crates ./crates
 COPY migrations ./migrations
 COPY config ./config
 COPY .sqlx ./.sqlx
 # COPY keeps the context's modification times, which can be older than the stubs' build: touch the
-# crate roots so that Cargo rebuilds this crate (and only this crate).
-RUN touch src/lib.rs src/main.rs \
+# crate roots so that Cargo rebuilds these crates (and only these).
+RUN touch src/lib.rs src/main.rs crates/*/src/lib.rs \
  && cargo build --release --locked --bin voltage-webhooks
 
 FROM debian:12.11-slim

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fan-out at ingest speed, as docs/performance.md reports it: in each round, the same load
-# (loadgen, 64 connections, 10 s) against
+# (voltage-loadgen, 64 connections, 10 s) against
 #   ingest   one http handler, dispatch.enabled = false (the outbox row is written, nobody sends it)
 #   one      one http handler to a local sink (examples/sink.rs), dispatcher inside serve
 #   ingest10 ten http handlers, dispatch.enabled = false
@@ -16,7 +16,9 @@ rounds=${1:-2}
 seconds=${2:-10}
 url=postgres://postgres@127.0.0.1:5432/vw_fanout
 bin=target/release/voltage-webhooks
-cargo build --release --quiet --bin voltage-webhooks --example sink
+loadgen=target/release/voltage-loadgen
+cargo build --release --quiet -p voltage-webhooks --bin voltage-webhooks --example sink
+cargo build --release --quiet -p voltage-loadgen
 target/release/examples/sink 127.0.0.1:18090 &
 sink=$!
 trap 'kill $sink 2>/dev/null || true' EXIT
@@ -34,7 +36,7 @@ run() { # name config dispatch-enabled
   for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
   local svc0 pg0 start report rps requests left drained=0 svc1 pg1
   svc0=$(ticks "$pid"); pg0=$(pg_ticks); start=$(date +%s.%N)
-  report=$("$bin" --config "$config" loadgen --url http://127.0.0.1:18080 --environment production \
+  report=$("$loadgen" --config "$config" --url http://127.0.0.1:18080 --environment production \
     --concurrency 64 --duration "${seconds}s" || true)
   rps=$(awk '/^requests/ {print $7}' <<<"$report")
   requests=$(awk '/^requests/ {print $2}' <<<"$report")

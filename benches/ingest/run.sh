@@ -11,7 +11,8 @@ rounds=${1:-3}
 url=postgres://postgres@127.0.0.1:5432/vw_perf
 config=benches/ingest/perf.toml
 bin=target/release/voltage-webhooks
-cargo build --release --quiet --bin voltage-webhooks
+loadgen=target/release/voltage-loadgen
+cargo build --release --quiet -p voltage-webhooks -p voltage-loadgen --bins
 RUST_LOG=warn "$bin" --config "$config" migrate
 psql -q "$url" -c 'SET client_min_messages = warning' \
   -c 'CREATE TABLE IF NOT EXISTS bench_events (LIKE events INCLUDING ALL)'
@@ -23,7 +24,7 @@ load() { # loadgen arguments...; prints the loadgen report
   RUST_LOG=warn "$bin" --config "$config" serve --no-migrate >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
-  "$bin" --config "$config" loadgen --url http://127.0.0.1:18080 --environment production "$@" || true
+  "$loadgen" --config "$config" --url http://127.0.0.1:18080 --environment production "$@" || true
   kill -TERM "$pid"; wait "$pid" || true
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reads what `voltage-webhooks loadgen --timeline W --check-database` printed and prints the
+"""Reads what `voltage-loadgen --timeline W --check-database` printed and prints the
 figures the system test judges, as `key=value` lines for the shell:
 
   requests, rps, p50_ms, p99_ms, non2xx (count), codes ("503=12 error=1" or "none"),

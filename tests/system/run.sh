@@ -2,7 +2,7 @@
 # System test of the deployment: replicas behind a real load balancer, real restarts, real network
 # faults, all on this one machine (docs/testing.md, "System test").
 #
-#   loadgen (root ns) --> HAProxy 127.0.0.1:28080 --lb net 10.231.1.0/24--> replica N (netns vwsys-rN)
+#   voltage-loadgen (root ns) --> HAProxy 127.0.0.1:28080 --lb net 10.231.1.0/24--> replica N (netns vwsys-rN)
 #                                                                         |-> sink 10.231.1.1:28090 (http handler)
 #                                                                         |-> NATS 10.231.1.1:24222 (nats handler)
 #   replica N --db net 10.231.2.0/24--> PostgreSQL 10.231.2.1:25432 (its own, initdb in a temp dir)
@@ -16,22 +16,24 @@
 #   4 one replica's database link down under load, then up
 #   5 2 ms RTT between replicas and PostgreSQL (tests/system/delay_proxy.py): throughput and p99
 #
-# usage: tests/system/run.sh [--short | --long] [--scenarios 0,1,2,3,4,5] [--binary PATH]
-#   --short (CI): the debug binary the test run built, 200 req/s, a few seconds of load per scenario.
-#   --long: the release binary (built here), 600 req/s, longer loads.
+# usage: tests/system/run.sh [--short | --long] [--scenarios 0,1,2,3,4,5] [--binary PATH] [--loadgen PATH]
+#   --short (CI): the debug binaries the test run built (the service's and voltage-loadgen's), 200 req/s,
+#   a few seconds of load per scenario.
+#   --long: the release binaries (built here), 600 req/s, longer loads.
 # Needs root, iproute2, haproxy, nats-server, PostgreSQL's server binaries, python3. Exits non-zero
 # when a scenario's requirement is violated. Cleans up everything it made on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=tests/system
 
-mode=short scenarios=0,1,2,3,4,5 binary=
+mode=short scenarios=0,1,2,3,4,5 binary= loadgen=
 while [ $# -gt 0 ]; do
   case $1 in
     --short) mode=short ;;
     --long) mode=long ;;
     --scenarios) scenarios=$2; shift ;;
     --binary) binary=$2; shift ;;
+    --loadgen) loadgen=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -60,16 +62,21 @@ else
 fi
 WINDOW=0.5
 
-if [ -z "$binary" ]; then
+# The load generator is its own crate (crates/loadgen), built beside the service.
+if [ -z "$binary" ] || [ -z "$loadgen" ]; then
   if [ "$mode" = long ]; then
-    cargo build --release --quiet --bin voltage-webhooks
-    binary=target/release/voltage-webhooks
+    cargo build --release --quiet -p voltage-webhooks -p voltage-loadgen --bins
+    profile=release
   else
-    cargo build --quiet --bin voltage-webhooks # nothing to do after `cargo test`: same artifact
-    binary=target/debug/voltage-webhooks
+    # After `cargo test --workspace`: the service's binary is the same artifact, the generator's a link.
+    cargo build --quiet -p voltage-webhooks -p voltage-loadgen --bins
+    profile=debug
   fi
+  binary=${binary:-target/$profile/voltage-webhooks}
+  loadgen=${loadgen:-target/$profile/voltage-loadgen}
 fi
 binary=$(realpath "$binary")
+loadgen=$(realpath "$loadgen")
 for tool in ip haproxy nats-server python3 curl psql; do
   command -v "$tool" >/dev/null || { echo "system test: $tool is not installed" >&2; exit 1; }
 done
@@ -327,8 +334,8 @@ start_load() { # seconds [rate]: in the background; sets load_pid and load_start
   local rate=${2:-$RATE}
   load_out=$work/load-$scenario.txt
   load_started=$(now)
-  DATABASE_URL=$pg_url_local RUST_LOG=warn,voltage_webhooks::loadgen=debug "$binary" \
-    --config "$work/config.toml" loadgen --url "http://127.0.0.1:$HAPROXY_PORT" \
+  DATABASE_URL=$pg_url_local RUST_LOG=warn,voltage_loadgen=debug "$loadgen" \
+    --config "$work/config.toml" --url "http://127.0.0.1:$HAPROXY_PORT" \
     --environment production --concurrency "$CONCURRENCY" --rate "$rate" --duration "${1}s" \
     --check-database --timeline "${WINDOW}s" >"$load_out" 2>&1 &
   load_pid=$!
@@ -526,7 +533,7 @@ scenario_5() {
     [ "$label" = direct ] || restart_all "$url"
     fresh
     load_out=$work/load-5-$label-max.txt
-    DATABASE_URL=$pg_url_local RUST_LOG=warn "$binary" --config "$work/config.toml" loadgen \
+    DATABASE_URL=$pg_url_local RUST_LOG=warn "$loadgen" --config "$work/config.toml" \
       --url "http://127.0.0.1:$HAPROXY_PORT" --environment production --concurrency 256 \
       --duration "${PERF_SECONDS}s" --check-database >"$load_out" 2>&1 &
     load_pid=$!
@@ -545,7 +552,7 @@ scenario_5() {
 }
 
 # ---------------------------------------------------------------------------------------------------
-log "setting up: $REPLICAS replicas ($binary), HAProxy, PostgreSQL, NATS, sink ($mode form)"
+log "setting up: $REPLICAS replicas ($binary), load from $loadgen, HAProxy, PostgreSQL, NATS, sink ($mode form)"
 make_network
 start_postgres
 start_peers
