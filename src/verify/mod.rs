@@ -202,8 +202,9 @@ mod tests {
             signature: Some(&signature),
             body,
         };
-        let code =
-            |d: &Delivery<'_>| verify(&registry, "production", d, now, 300).map_err(|e| e.code());
+        let code = |d: &Delivery<'_>| {
+            verify(&registry, "production", d, now, 300).map_err(|e| e.code().as_str())
+        };
         assert_eq!(
             code(&delivery("1000000", b"{}")).map(|v| v.secret_index),
             Ok(0)
