@@ -26,6 +26,11 @@ RUST_LOG=warn "$bin" --config benches/fanout/one.toml migrate
 
 ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 pg_ticks() { local t=0; for p in $(pgrep -x postgres); do t=$((t + $(ticks "$p"))); done; echo "$t"; }
+# Transactions committed in vw_fanout, and updates of deliveries rows (all, HOT): per request below.
+db_stats() {
+  psql -qAt -F ' ' "$url" -c "SELECT pg_stat_force_next_flush()" -c "SELECT d.xact_commit, t.n_tup_upd, t.n_tup_hot_upd
+    FROM pg_stat_database d, pg_stat_user_tables t WHERE d.datname = current_database() AND t.relname = 'deliveries'" | tail -1
+}
 undelivered() { psql -qAt "$url" -c "SELECT count(*) FROM deliveries WHERE status <> 'succeeded'"; }
 
 run() { # name config dispatch-enabled
@@ -35,6 +40,8 @@ run() { # name config dispatch-enabled
   local pid=$!
   for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
   local svc0 pg0 start report rps requests left drained=0 svc1 pg1
+  local st0 st1
+  st0=$(db_stats)
   svc0=$(ticks "$pid"); pg0=$(pg_ticks); start=$(date +%s.%N)
   report=$("$loadgen" --config "$config" --url http://127.0.0.1:18080 --environment production \
     --concurrency 64 --duration "${seconds}s" || true)
@@ -46,13 +53,16 @@ run() { # name config dispatch-enabled
     drained=$(awk -v s="$start" -v e="$(date +%s.%N)" -v d="$seconds" 'BEGIN {printf "%.1f", e - s - d}')
   fi
   svc1=$(ticks "$pid"); pg1=$(pg_ticks)
+  st1=$(db_stats)
   kill -TERM "$pid"; wait "$pid" || true
   local sustained
   sustained=$(awk -v n="$requests" -v d="$seconds" -v x="$drained" 'BEGIN {printf "%.0f", n / (d + (x > 0 ? x : 0))}')
-  printf '%-8s %8s req/s  undelivered at the end of the load %7s  all delivered %5s s later  sustained %6s events/s  CPU/request: service %4.0f µs, PostgreSQL %4.0f µs\n' \
+  printf '%-8s %8s req/s  undelivered at the end of the load %7s  all delivered %5s s later  sustained %6s events/s  CPU/request: service %4.0f µs, PostgreSQL %4.0f µs  commits/request %5.2f  deliveries updates/request %5.2f (HOT %3.0f%%)\n' \
     "$name" "$rps" "$left" "$drained" "$sustained" \
     "$(awk -v a="$svc0" -v b="$svc1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
-    "$(awk -v a="$pg0" -v b="$pg1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')"
+    "$(awk -v a="$pg0" -v b="$pg1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
+    $(awk -v a="$st0" -v b="$st1" -v n="$requests" 'BEGIN {split(a, x, " "); split(b, y, " "); u = y[2] - x[2];
+      printf "%s %s %s", (y[1] - x[1]) / n, u / n, (u > 0 ? 100 * (y[3] - x[3]) / u : 0)}')
 }
 
 for round in $(seq "$rounds"); do
