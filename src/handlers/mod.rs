@@ -13,7 +13,7 @@ mod log;
 mod nats;
 
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,7 +45,9 @@ pub struct HandlerRequest {
     /// `webhook`, or `reconciliation` when the event was built from the payments API because the
     /// webhook never came.
     pub source: String,
-    pub payload: Value,
+    /// The payload as a JSON tree, parsed from `raw_body` the first time a handler reads it (the
+    /// built-in handlers never do: they send the stored bytes).
+    pub payload: LazyPayload,
     /// The exact bytes Voltage signed.
     pub raw_body: Bytes,
     pub received_at: DateTime<Utc>,
@@ -70,22 +72,89 @@ impl AttemptReport {
     }
 }
 
+/// An event's payload: its stored bytes, parsed into a [`Value`] only when first dereferenced, once
+/// per request (clones share the parse).
+#[derive(Clone, Default)]
+pub struct LazyPayload {
+    raw: Bytes,
+    parsed: Arc<OnceLock<Value>>,
+}
+
+impl LazyPayload {
+    pub fn new(raw: Bytes) -> Self {
+        Self {
+            raw,
+            parsed: Arc::default(),
+        }
+    }
+
+    /// The parsed payload; `Null` when the bytes are not JSON (stored events always are).
+    pub fn value(&self) -> &Value {
+        self.parsed
+            .get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or_default())
+    }
+}
+
+impl std::ops::Deref for LazyPayload {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl From<Value> for LazyPayload {
+    fn from(value: Value) -> Self {
+        let raw = serde_json::to_vec(&value).unwrap_or_default();
+        Self {
+            raw: raw.into(),
+            parsed: Arc::new(OnceLock::from(value)),
+        }
+    }
+}
+
+impl std::fmt::Debug for LazyPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LazyPayload({} bytes)", self.raw.len())
+    }
+}
+
+/// The document of [`HandlerRequest::to_json`], keys in the order `serde_json::json!` gave them.
+#[derive(serde::Serialize)]
+struct Document<'a> {
+    environment: &'a str,
+    event: &'a str,
+    event_id: &'a Uuid,
+    payload: &'a serde_json::value::RawValue,
+    payment_id: Option<&'a str>,
+    received_at: &'a DateTime<Utc>,
+    source: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+}
+
 impl HandlerRequest {
     /// The JSON document built-in handlers send: the event's identity and the payload as Voltage
-    /// sent it. The same bytes on every attempt, so receivers can deduplicate on `event_id`.
+    /// sent it (its stored bytes, not parsed and serialized again). The same bytes on every
+    /// attempt, so receivers can deduplicate on `event_id`.
     pub fn to_json(&self) -> Vec<u8> {
-        let document = serde_json::json!({
-            "event_id": self.event_id,
-            "environment": self.environment,
-            "type": self.event_type,
-            "event": self.event,
-            "payment_id": self.payment_id,
-            "source": self.source,
-            "received_at": self.received_at,
-            "payload": self.payload,
-        });
-        // Serializing a `Value` cannot fail.
-        serde_json::to_vec(&document).unwrap_or_default()
+        let null = serde_json::value::RawValue::NULL;
+        // Checked, not trusted: bytes that are not one JSON value would break the document.
+        let payload =
+            serde_json::from_slice::<&serde_json::value::RawValue>(&self.raw_body).unwrap_or(null);
+        let document = Document {
+            environment: &self.environment,
+            event: &self.event,
+            event_id: &self.event_id,
+            payload,
+            payment_id: self.payment_id.as_deref(),
+            received_at: &self.received_at,
+            source: &self.source,
+            event_type: &self.event_type,
+        };
+        let mut out = Vec::with_capacity(self.raw_body.len() + 320);
+        // Serializing strings, a UUID, a date and raw JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &document);
+        out
     }
 }
 
@@ -231,5 +300,77 @@ impl HandlerSet {
 
     pub fn is_empty(&self) -> bool {
         self.handlers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(raw_body: &'static [u8]) -> HandlerRequest {
+        let raw_body = Bytes::from_static(raw_body);
+        HandlerRequest {
+            event_id: Uuid::nil(),
+            delivery_id: 7,
+            environment: "production".into(),
+            event_type: "receive".into(),
+            event: "succeeded".into(),
+            payment_id: Some("p-1".into()),
+            source: "webhook".into(),
+            payload: LazyPayload::new(raw_body.clone()),
+            raw_body,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+            attempt: 1,
+            report: AttemptReport::default(),
+        }
+    }
+
+    #[test]
+    fn the_document_carries_the_stored_bytes_as_its_payload_without_parsing_them() {
+        let body: &[u8] =
+            br#"{"type": "receive",  "detail": {"data": {"amount_msats": 1000, "id": "p-1"}}}"#;
+        let request = request(body);
+        let document = request.to_json();
+        // Byte for byte: whitespace and key order as Voltage sent them, nothing parsed again.
+        assert!(
+            document.windows(body.len()).any(|w| w == body),
+            "{}",
+            String::from_utf8_lossy(&document)
+        );
+        assert!(
+            request.payload.parsed.get().is_none(),
+            "to_json parsed the payload"
+        );
+        let parsed: Value = serde_json::from_slice(&document).expect("valid JSON");
+        assert_eq!(
+            parsed,
+            serde_json::json!({
+                "event_id": Uuid::nil(),
+                "environment": "production",
+                "type": "receive",
+                "event": "succeeded",
+                "payment_id": "p-1",
+                "source": "webhook",
+                "received_at": DateTime::<Utc>::UNIX_EPOCH,
+                "payload": serde_json::from_slice::<Value>(body).expect("body"),
+            })
+        );
+        // The tree is still there for handlers that read it, parsed once for all clones.
+        let clone = request.clone();
+        assert_eq!(
+            request.payload.pointer("/detail/data/id"),
+            Some(&Value::from("p-1"))
+        );
+        assert!(clone.payload.parsed.get().is_some());
+    }
+
+    #[test]
+    fn bytes_that_are_not_json_become_a_null_payload_not_a_broken_document() {
+        for body in [&b"{\"a\": 1"[..], b"", b"1 2"] {
+            let request = request(body);
+            let parsed: Value = serde_json::from_slice(&request.to_json()).expect("valid JSON");
+            assert_eq!(parsed["payload"], Value::Null, "{body:?}");
+            assert_eq!(*request.payload, Value::Null);
+        }
     }
 }

@@ -23,7 +23,7 @@ pub(super) struct Finished {
 #[derive(Debug)]
 pub(super) struct Attempt {
     pub shared: Arc<Shared>,
-    pub handler: RegisteredHandler,
+    pub handler: Arc<RegisteredHandler>,
     pub row: Claimed,
     pub token: Uuid,
     pub slot: Slot,
@@ -94,7 +94,7 @@ pub(super) async fn run(a: Attempt) {
     };
     let handed = finished
         .send(Finished {
-            handler: handler.name,
+            handler: handler.name.clone(),
             completion,
         })
         .await;
@@ -109,6 +109,7 @@ pub(super) async fn run(a: Attempt) {
 }
 
 fn request_of(row: Claimed, attempt: u32, report: AttemptReport) -> HandlerRequest {
+    let raw_body = axum::body::Bytes::from(row.raw_body);
     HandlerRequest {
         event_id: row.event_id,
         delivery_id: row.delivery_id,
@@ -117,8 +118,8 @@ fn request_of(row: Claimed, attempt: u32, report: AttemptReport) -> HandlerReque
         event: row.event,
         payment_id: row.payment_id,
         source: row.source,
-        payload: serde_json::from_slice(&row.raw_body).unwrap_or_default(),
-        raw_body: row.raw_body.into(),
+        payload: crate::handlers::LazyPayload::new(raw_body.clone()),
+        raw_body,
         received_at: row.received_at,
         attempt,
         report,
