@@ -1,7 +1,7 @@
 //! The layers every handler gets: a tracing span per call, metrics per outcome, and the mapping of
 //! any error into a [`HandlerError`] the dispatcher can act on.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -95,6 +95,7 @@ impl<S> Layer<S> for MetricsLayer {
         Metered {
             inner,
             name: self.name.clone(),
+            handles: Arc::default(),
         }
     }
 }
@@ -103,6 +104,29 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct Metered<S> {
     inner: S,
     name: Arc<str>,
+    /// The handler's counters and histogram, registered on its first call (the process's
+    /// recorder is installed by then) and shared by every clone: a call does no key lookup.
+    handles: Arc<OnceLock<Handles>>,
+}
+
+#[derive(Debug)]
+struct Handles {
+    success: metrics::Counter,
+    retryable: metrics::Counter,
+    permanent: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+impl Handles {
+    fn new(name: &str) -> Self {
+        let calls = |outcome: &'static str| metrics::counter!(names::HANDLER_CALLS, "handler" => name.to_owned(), "outcome" => outcome);
+        Self {
+            success: calls("success"),
+            retryable: calls("retryable"),
+            permanent: calls("permanent"),
+            seconds: metrics::histogram!(names::HANDLER_CALL_SECONDS, "handler" => name.to_owned()),
+        }
+    }
 }
 
 impl<S> Service<HandlerRequest> for Metered<S>
@@ -120,19 +144,21 @@ where
 
     fn call(&mut self, request: HandlerRequest) -> Self::Future {
         let started = Instant::now();
-        let name = self.name.to_string();
+        let name = &self.name;
+        self.handles.get_or_init(|| Handles::new(name));
+        let handles = self.handles.clone();
         let call = self.inner.call(request);
         Box::pin(async move {
             let result = call.await;
-            let outcome = match &result {
-                Ok(()) => "success",
-                Err(HandlerError::Retryable { .. }) => "retryable",
-                Err(HandlerError::Permanent { .. }) => "permanent",
-            };
-            metrics::counter!(names::HANDLER_CALLS, "handler" => name.clone(), "outcome" => outcome)
+            if let Some(h) = handles.get() {
+                match &result {
+                    Ok(()) => &h.success,
+                    Err(HandlerError::Retryable { .. }) => &h.retryable,
+                    Err(HandlerError::Permanent { .. }) => &h.permanent,
+                }
                 .increment(1);
-            metrics::histogram!(names::HANDLER_CALL_SECONDS, "handler" => name)
-                .record(started.elapsed().as_secs_f64());
+                h.seconds.record(started.elapsed().as_secs_f64());
+            }
             result
         })
     }

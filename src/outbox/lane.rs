@@ -27,7 +27,7 @@ const CONTENDED_WAIT: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 pub(super) struct Lane {
     pub shared: Arc<Shared>,
-    pub handler: RegisteredHandler,
+    pub handler: Arc<RegisteredHandler>,
     /// Woken by NOTIFY, by the sweep, and by the recorder after it scheduled a retry.
     pub signal: Arc<Notify>,
     pub finished: mpsc::Sender<Finished>,
@@ -80,16 +80,21 @@ pub(super) async fn run(lane: Lane) {
             slots = capacity(&lane.handler.service, &lane.shared.calls, settings.batch_size) => slots,
             () = lane.shutdown.cancelled() => return,
         };
-        let claimed = match slots {
-            Ok(slots) => claim_and_start(&lane, slots, &mut cursor).await,
+        let (claimed, asked) = match slots {
+            Ok(slots) => {
+                let asked = slots.len();
+                (claim_and_start(&lane, slots, &mut cursor).await, asked)
+            }
             Err(e) => {
                 tracing::warn!(handler = %lane.handler.name, error = %e, "handler not ready");
-                0
+                (0, 0)
             }
         };
-        if claimed > 0 {
+        if claimed > 0 && claimed == asked {
             continue; // more may be due right now
         }
+        // Fewer rows than slots: every row due now was taken (a row committed since is announced
+        // by its NOTIFY, which the signal keeps), so no second claim that would find nothing.
         let wait = idle_wait(&lane, cursor.from).await;
         tokio::select! {
             () = lane.signal.notified() => {}
@@ -155,7 +160,7 @@ async fn claim_and_start(lane: &Lane, slots: Vec<Slot>, cursor: &mut Cursor) -> 
     for (row, slot) in claimed.into_iter().zip(slots) {
         lane.attempts.spawn(attempt::run(attempt::Attempt {
             shared: lane.shared.clone(),
-            handler: lane.handler.clone(),
+            handler: Arc::clone(&lane.handler),
             row,
             token,
             slot,

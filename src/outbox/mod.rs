@@ -127,7 +127,7 @@ impl Dispatcher {
             .map(|(handler, (_, signal))| {
                 tokio::spawn(lane::run(lane::Lane {
                     shared: shared.clone(),
-                    handler,
+                    handler: Arc::new(handler),
                     signal,
                     finished: finished.clone(),
                     attempts: attempts.clone(),
