@@ -9,7 +9,6 @@ use voltage_webhooks::config::Config;
 use voltage_webhooks::telemetry;
 
 mod cli;
-use cli as tools;
 
 /// mimalloc instead of glibc's allocator: a request allocates and frees many small buffers across
 /// threads, where glibc spent about a fifth of the service's CPU (perf, under load).
@@ -129,7 +128,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Healthcheck { url } = &cli.command {
-        return tokio::runtime::Runtime::new()?.block_on(tools::healthcheck(url));
+        return tokio::runtime::Runtime::new()?.block_on(cli::healthcheck(url));
     }
     if let Command::Sign {
         secret_env,
@@ -138,36 +137,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         webhook_id,
     } = &cli.command
     {
-        let headers = tools::signed_headers(secret_env, body, *timestamp, webhook_id.as_deref())?;
+        let headers = cli::signed_headers(secret_env, body, *timestamp, webhook_id.as_deref())?;
         println!("{headers}");
         return Ok(());
     }
     let config = Config::load(cli.config.as_deref())?;
+    with_config(cli.command, cli.config, config)
+}
+
+/// The commands that read the configuration.
+fn with_config(
+    command: Command,
+    config_path: Option<std::path::PathBuf>,
+    config: Config,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    match cli.command {
+    match command {
         Command::Serve { no_migrate } => runtime.block_on(app::serve(
             config,
             ServeOptions {
                 migrate: !no_migrate,
-                config_path: cli.config.clone(),
+                config_path,
             },
             Vec::new(),
         )),
         Command::Dispatch => runtime.block_on(app::dispatch(config, Vec::new())),
         Command::Migrate => runtime.block_on(app::migrate(&config)),
         Command::Purge { dry_run } => {
-            println!("{}", runtime.block_on(tools::purge(&config, dry_run))?);
+            println!("{}", runtime.block_on(cli::purge(&config, dry_run))?);
             Ok(())
         }
         Command::Reconcile { environment, once } => {
             println!(
                 "{}",
-                runtime.block_on(tools::reconcile(&config, &environment, once))?
+                runtime.block_on(cli::reconcile(&config, &environment, once))?
             );
             Ok(())
         }
         Command::CheckConfig => {
-            let warnings = tools::check_config(&config)?;
+            let warnings = cli::check_config(&config)?;
             for warning in &warnings {
                 println!("warning: {warning}");
             }
@@ -184,7 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<String> {
-    use tools::api_keys;
+    use cli::api_keys;
     match command {
         ApiKeyCommand::Create {
             name,

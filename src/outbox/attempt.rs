@@ -60,25 +60,7 @@ pub(super) async fn run(a: Attempt) {
     drop(slot); // the handler's capacity and the max_in_flight permit, free for the next call
     let (outcome, error, next) = match result {
         Ok(()) => ("succeeded", None, Next::Succeeded),
-        Err(error) => {
-            let outcome = match error {
-                HandlerError::Retryable { .. } => "failed",
-                HandlerError::Permanent { .. } => "rejected",
-            };
-            let next = match super::decide(&handler.retry, attempt, &error) {
-                Decision::RetryAfter(delay) => {
-                    tracing::info!(delivery_id, attempt, delay_ms = delay.as_millis() as u64, error = %error, "delivery will be retried");
-                    Next::RetryAfter(delay, error.to_string())
-                }
-                Decision::Dead(reason) => {
-                    tracing::warn!(delivery_id, attempt, handler = %handler.name, %reason, "delivery dead-lettered");
-                    metrics::counter!(crate::telemetry::metrics::DELIVERIES_DEAD_TOTAL, "handler" => handler.name.clone())
-                        .increment(1);
-                    Next::Dead(reason)
-                }
-            };
-            (outcome, Some(error.to_string()), next)
-        }
+        Err(error) => after_failure(&handler, delivery_id, attempt, error),
     };
     let completion = Completion {
         delivery_id,
@@ -92,9 +74,15 @@ pub(super) async fn run(a: Attempt) {
         worker: shared.worker.clone(),
         next,
     };
+    hand_over(&finished, &handler.name, completion).await;
+}
+
+/// Gives the outcome to the recorder, which writes it with others in one statement.
+async fn hand_over(finished: &mpsc::Sender<Finished>, handler: &str, completion: Completion) {
+    let delivery_id = completion.delivery_id;
     let handed = finished
         .send(Finished {
-            handler: handler.name.clone(),
+            handler: handler.to_owned(),
             completion,
         })
         .await;
@@ -108,8 +96,34 @@ pub(super) async fn run(a: Attempt) {
     }
 }
 
+/// What a failed attempt is recorded as, its error, and what happens to the delivery next.
+fn after_failure(
+    handler: &RegisteredHandler,
+    delivery_id: i64,
+    attempt: u32,
+    error: HandlerError,
+) -> (&'static str, Option<String>, Next) {
+    let outcome = match error {
+        HandlerError::Retryable { .. } => "failed",
+        HandlerError::Permanent { .. } => "rejected",
+    };
+    let next = match super::decide(&handler.retry, attempt, &error) {
+        Decision::RetryAfter(delay) => {
+            tracing::info!(delivery_id, attempt, delay_ms = delay.as_millis() as u64, error = %error, "delivery will be retried");
+            Next::RetryAfter(delay, error.to_string())
+        }
+        Decision::Dead(reason) => {
+            tracing::warn!(delivery_id, attempt, handler = %handler.name, %reason, "delivery dead-lettered");
+            metrics::counter!(crate::telemetry::metrics::DELIVERIES_DEAD_TOTAL, "handler" => handler.name.clone())
+                .increment(1);
+            Next::Dead(reason)
+        }
+    };
+    (outcome, Some(error.to_string()), next)
+}
+
 fn request_of(row: Claimed, attempt: u32, report: AttemptReport) -> HandlerRequest {
-    let raw_body = axum::body::Bytes::from(row.raw_body);
+    let raw_body = bytes::Bytes::from(row.raw_body);
     HandlerRequest {
         event_id: row.event_id,
         delivery_id: row.delivery_id,

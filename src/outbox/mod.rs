@@ -140,27 +140,37 @@ impl Dispatcher {
             let _ = lane.await;
         }
         listener.abort();
-        attempts.close();
-        let deadline = tokio::time::Instant::now() + self.settings.shutdown_deadline;
-        if tokio::time::timeout_at(deadline, attempts.wait())
-            .await
-            .is_err()
-        {
-            // Their leases expire and other workers take them: at least once, never lost.
-            tracing::warn!(
-                "handler calls still running at the shutdown deadline; their leases will expire"
-            );
-        }
-        // The recorder ends once every attempt has handed over its outcome and it wrote them.
-        if tokio::time::timeout_at(deadline + Duration::from_secs(2), recorder)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "outcomes still unrecorded at the shutdown deadline; their leases will expire"
-            );
-        }
+        finish(attempts, recorder, self.settings.shutdown_deadline).await;
         let _ = sweep.await;
+    }
+}
+
+/// After the lanes stopped: waits for the calls already running and for the recorder to write
+/// their outcomes, both bounded by the shutdown deadline.
+async fn finish(
+    attempts: TaskTracker,
+    recorder: tokio::task::JoinHandle<()>,
+    shutdown_deadline: Duration,
+) {
+    attempts.close();
+    let deadline = tokio::time::Instant::now() + shutdown_deadline;
+    if tokio::time::timeout_at(deadline, attempts.wait())
+        .await
+        .is_err()
+    {
+        // Their leases expire and other workers take them: at least once, never lost.
+        tracing::warn!(
+            "handler calls still running at the shutdown deadline; their leases will expire"
+        );
+    }
+    // The recorder ends once every attempt has handed over its outcome and it wrote them.
+    if tokio::time::timeout_at(deadline + Duration::from_secs(2), recorder)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "outcomes still unrecorded at the shutdown deadline; their leases will expire"
+        );
     }
 }
 

@@ -59,6 +59,8 @@ impl Store {
     /// Writes the outcomes of `done` in one statement. Returns the ids whose claim still held
     /// the row; the others were taken over after their lease expired, and only their history
     /// row is written (or completed, when the sweep already wrote it as `lease_expired`).
+    // Long: one statement (the deliveries' new state and their attempts' history, together) and
+    // its twelve column binds; it reads best whole.
     pub async fn complete(&self, done: &[Completion]) -> Result<Vec<i64>, StoreError> {
         let mut columns = Columns::default();
         for c in done {
