@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::Value as JsonValue;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -68,44 +69,20 @@ impl Store {
     /// pages before it) nor uses `events_by_payment` for a payment's events. Here each present
     /// filter is a plain condition, each combination of filters a statement of its own.
     pub async fn list_events(&self, q: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
-        let mut sql: QueryBuilder<Postgres> =
-            QueryBuilder::new(format!("SELECT {SUMMARY} FROM events WHERE environment = "));
-        sql.push_bind(&q.environment);
-        let optional = [("source", &q.source), ("payment_id", &q.payment_id)];
-        for (column, value) in optional {
-            if let Some(value) = value {
-                sql.push(format!(" AND {column} = ")).push_bind(value);
-            }
-        }
-        let any_of = [("event_type", &q.event_types), ("event", &q.events)];
-        for (column, values) in any_of {
-            if !values.is_empty() {
-                sql.push(format!(" AND {column} = ANY("))
-                    .push_bind(values)
-                    .push(")");
-            }
-        }
-        if let Some(t) = q.received_after {
-            sql.push(" AND received_at > ").push_bind(t);
-        }
-        if let Some(t) = q.received_before {
-            sql.push(" AND received_at < ").push_bind(t);
-        }
-        let (comparison, order) = if q.ascending {
-            (">", "ASC")
-        } else {
-            ("<", "DESC")
-        };
-        if let Some((at, id)) = q.after {
-            sql.push(format!(" AND (received_at, id) {comparison} ("))
-                .push_bind(at)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        sql.push(format!(" ORDER BY received_at {order}, id {order} LIMIT "))
-            .push_bind(q.limit);
-        Ok(sql.build_query_as().fetch_all(&self.pool).await?)
+        Ok(list_events_sql(q, "")
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// How PostgreSQL runs [`Store::list_events`] for `q`: `EXPLAIN (ANALYZE, FORMAT JSON)` of the
+    /// very statement, with its actual row counts (for the plan test and for operators).
+    pub async fn explain_list_events(&self, q: &EventQuery) -> Result<JsonValue, StoreError> {
+        let (plan,): (JsonValue,) = list_events_sql(q, "EXPLAIN (ANALYZE, FORMAT JSON) ")
+            .build_query_as()
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(plan)
     }
 
     /// An event, only if it belongs to `environment`.
@@ -221,6 +198,120 @@ impl Store {
                 },
             })
             .collect())
+    }
+}
+
+/// The statement behind [`Store::list_events`], after `prefix`.
+///
+/// Every filter is served by an index whose trailing columns are the page order
+/// `(received_at, id)`, so a page reads about `limit` rows whatever the table's size:
+/// - no filter, a time range, `source=webhook` (most events): `events_by_received`;
+/// - `payment_id`: `events_by_payment` (a payment has a handful of events);
+/// - `source=reconciliation`: the partial index `events_reconciled`;
+/// - `type` and/or `event`: `events_by_kind (environment, event_type, event, received_at, id)`.
+///   PostgreSQL cannot read that index in page order for `type = ANY(...)` alone (the event column
+///   sits between), so the statement first walks the environment's distinct (type, event) pairs
+///   through the index (a recursive skip scan: one descent per pair, a few dozen at most), keeps
+///   the pairs the filter asks for, reads at most `limit` rows of each pair in page order, and
+///   merges them.
+fn list_events_sql<'q>(q: &'q EventQuery, prefix: &str) -> QueryBuilder<'q, Postgres> {
+    let by_kind = q.payment_id.is_none()
+        && q.source.as_deref() != Some("reconciliation")
+        && (!q.event_types.is_empty() || !q.events.is_empty());
+    let (comparison, order) = if q.ascending {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(prefix);
+    if by_kind {
+        sql.push(
+            "WITH RECURSIVE kinds AS ( \
+                 (SELECT event_type, event FROM events WHERE environment = ",
+        )
+        .push_bind(&q.environment)
+        .push(
+            " ORDER BY event_type, event LIMIT 1) \
+             UNION ALL \
+             SELECT next.event_type, next.event FROM kinds CROSS JOIN LATERAL ( \
+                 SELECT event_type, event FROM events WHERE environment = ",
+        )
+        .push_bind(&q.environment)
+        .push(
+            " AND (event_type, event) > (kinds.event_type, kinds.event) \
+                 ORDER BY event_type, event LIMIT 1) AS next \
+             ) SELECT page.* FROM kinds CROSS JOIN LATERAL (",
+        );
+    }
+    sql.push(format!("SELECT {SUMMARY} FROM events WHERE environment = "))
+        .push_bind(&q.environment);
+    if by_kind {
+        sql.push(" AND event_type = kinds.event_type AND event = kinds.event");
+    } else {
+        any_of(&mut sql, "event_type", &q.event_types);
+        any_of(&mut sql, "event", &q.events);
+    }
+    if let Some(payment_id) = &q.payment_id {
+        sql.push(" AND payment_id = ").push_bind(payment_id);
+    }
+    // Literal when it is one of the two values, so the partial index can be proven to apply.
+    match q.source.as_deref() {
+        None => {}
+        Some("webhook") => {
+            sql.push(" AND source = 'webhook'");
+        }
+        Some("reconciliation") => {
+            sql.push(" AND source = 'reconciliation'");
+        }
+        Some(other) => {
+            sql.push(" AND source = ").push_bind(other);
+        }
+    }
+    if let Some(t) = q.received_after {
+        sql.push(" AND received_at > ").push_bind(t);
+    }
+    if let Some(t) = q.received_before {
+        sql.push(" AND received_at < ").push_bind(t);
+    }
+    if let Some((at, id)) = q.after {
+        sql.push(format!(" AND (received_at, id) {comparison} ("))
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    sql.push(format!(" ORDER BY received_at {order}, id {order} LIMIT "))
+        .push_bind(q.limit);
+    if by_kind {
+        sql.push(") AS page WHERE true");
+        for (column, values) in [("event_type", &q.event_types), ("event", &q.events)] {
+            if !values.is_empty() {
+                sql.push(format!(" AND kinds.{column} = ANY("))
+                    .push_bind(values)
+                    .push(")");
+            }
+        }
+        sql.push(format!(
+            " ORDER BY page.received_at {order}, page.id {order} LIMIT "
+        ))
+        .push_bind(q.limit);
+    }
+    sql
+}
+
+/// `column` is one of `values` (none: no condition). One value is an equality, which an index
+/// can read in page order; `= ANY(...)` on a column after the first of an index cannot be.
+fn any_of<'q>(sql: &mut QueryBuilder<'q, Postgres>, column: &str, values: &'q [String]) {
+    match values {
+        [] => {}
+        [one] => {
+            sql.push(format!(" AND {column} = ")).push_bind(one);
+        }
+        many => {
+            sql.push(format!(" AND {column} = ANY("))
+                .push_bind(many)
+                .push(")");
+        }
     }
 }
 

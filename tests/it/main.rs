@@ -26,6 +26,7 @@ mod ingest_verification;
 mod loadgen;
 mod metrics;
 mod protection;
+mod query_plans;
 mod reconcile;
 mod reload;
 mod retention;
