@@ -7,11 +7,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::time::Instant;
 use tracing::Span;
 
 use super::{ApiError, AppState};
 use crate::error_code::ErrorCode;
-use crate::ingest::{header_text, Accepted, Arrival};
+use crate::ingest::{header_text, record_stage, Accepted, Arrival};
 use crate::telemetry::metrics as names;
 
 pub async fn receive(
@@ -19,6 +20,7 @@ pub async fn receive(
     Path(environment): Path<String>,
     request: Request,
 ) -> Result<Json<Accepted>, ApiError> {
+    let received = Instant::now();
     let span = Span::current();
     span.record("environment", environment.as_str());
     let (mut parts, body) = request.into_parts();
@@ -34,6 +36,10 @@ pub async fn receive(
         .accept(arrival, |limit| read_bounded(body, headers, limit))
         .await;
     record_outcome(&environment, &result);
+    if let Ok(accepted) = &result {
+        record_stage("answer", accepted.committed.elapsed());
+    }
+    metrics::histogram!(names::WEBHOOK_REQUEST_SECONDS).record(received.elapsed().as_secs_f64());
     result.map(Json)
 }
 

@@ -85,6 +85,14 @@ pub struct Accepted {
     /// `stored` for a new event, `duplicate` for one already committed earlier.
     pub status: &'static str,
     pub event_id: Uuid,
+    /// When the writer had the commit: the start of the `answer` stage.
+    #[serde(skip)]
+    pub committed: tokio::time::Instant,
+}
+
+/// One stage of a delivery, in `voltage_webhook_stage_seconds{stage}`.
+pub fn record_stage(name: &'static str, took: std::time::Duration) {
+    metrics::histogram!(names::WEBHOOK_STAGE_SECONDS, "stage" => name).record(took.as_secs_f64());
 }
 
 impl Intake {
@@ -118,6 +126,7 @@ impl Intake {
             (self.clock)(),
             self.settings.tolerance_secs,
         )?;
+        let started = Instant::now();
         let body = tokio::time::timeout(
             self.settings.body_read_timeout,
             read_body(self.settings.max_body_bytes),
@@ -129,11 +138,14 @@ impl Intake {
                 "the request body did not arrive in time",
             )
         })??;
+        record_stage("read_body", started.elapsed());
 
         let started = Instant::now();
         let verified = prechecked.check_signature(&body);
+        let took = started.elapsed();
+        record_stage("verify", took);
         metrics::histogram!(names::WEBHOOK_VERIFY_SECONDS, "environment" => env.name.clone())
-            .record(started.elapsed().as_secs_f64());
+            .record(took.as_secs_f64());
         let verified = verified?;
         record_verified(&env.name, &verified);
         self.store_event(env, arrival.headers, &body, &verified)
@@ -148,6 +160,7 @@ impl Intake {
         body: &Bytes,
         verified: &Verified,
     ) -> Result<Accepted, Refusal> {
+        let started = Instant::now();
         let payload = match Payload::parse(body) {
             Ok(payload) => payload,
             Err(e) => return Err(self.quarantine(&env.name, body, verified, e.into()).await),
@@ -166,13 +179,17 @@ impl Intake {
             verified,
             handlers: &handlers,
         };
+        let owned = OwnedEvent::from_new(&new);
+        record_stage("parse", started.elapsed());
         // Answered only after the batch holding this event committed; a failed batch is a 503.
         let started = Instant::now();
-        let stored = self
+        let (stored, timings) = self
             .writer
-            .submit(OwnedEvent::from_new(&new))
+            .submit_timed(owned)
             .await
             .map_err(|_| Refusal::unavailable())?;
+        record_stage("batch_wait", timings.batch_wait);
+        record_stage("write", timings.write);
         metrics::histogram!(names::WEBHOOK_WRITE_SECONDS, "environment" => env.name.clone())
             .record(started.elapsed().as_secs_f64());
         Ok(Accepted {
@@ -181,6 +198,7 @@ impl Intake {
                 Stored::Duplicate(_) => "duplicate",
             },
             event_id: stored.event_id(),
+            committed: timings.committed,
         })
     }
 

@@ -31,7 +31,21 @@ pub struct BatchFailed;
 
 struct Job {
     event: OwnedEvent,
-    reply: oneshot::Sender<Result<Stored, BatchFailed>>,
+    queued: Instant,
+    reply: oneshot::Sender<Result<(Stored, CommitTimings), BatchFailed>>,
+}
+
+/// Where an event's time in group commit went (the per-stage latency of a delivery).
+#[derive(Debug, Clone, Copy)]
+pub struct CommitTimings {
+    /// From [`GroupCommit::submit`] until its batch's statement started: the queue and the
+    /// gathering of the batch.
+    pub batch_wait: Duration,
+    /// The batch's statement, commit included.
+    pub write: Duration,
+    /// When the writer had the commit's answer: the caller measures from here how long it took to
+    /// be woken up and answer.
+    pub committed: Instant,
 }
 
 /// The queue in front of the writers; cheap to clone. Writers stop when every clone is dropped.
@@ -60,9 +74,22 @@ impl GroupCommit {
 
     /// Queues the event and waits for its batch's commit.
     pub async fn submit(&self, event: OwnedEvent) -> Result<Stored, BatchFailed> {
+        Ok(self.submit_timed(event).await?.0)
+    }
+
+    /// [`GroupCommit::submit`], with where the time went.
+    pub async fn submit_timed(
+        &self,
+        event: OwnedEvent,
+    ) -> Result<(Stored, CommitTimings), BatchFailed> {
         let (reply, outcome) = oneshot::channel();
+        let queued = Instant::now();
         self.queue
-            .send(Job { event, reply })
+            .send(Job {
+                event,
+                queued,
+                reply,
+            })
             .await
             .map_err(|_| BatchFailed)?;
         outcome.await.map_err(|_| BatchFailed)?
@@ -83,17 +110,33 @@ async fn write_batches(
                 None => return,
             }
         };
-        let (events, replies): (Vec<_>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
+        let started = Instant::now();
+        let (events, replies): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| {
+                (
+                    j.event,
+                    (j.reply, started.saturating_duration_since(j.queued)),
+                )
+            })
+            .unzip();
         match store.insert_batch(&events).await {
             Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome)); // the caller may have gone; the event is stored
+                let committed = Instant::now();
+                let write = committed - started;
+                for ((reply, batch_wait), outcome) in replies.into_iter().zip(outcomes) {
+                    let timings = CommitTimings {
+                        batch_wait,
+                        write,
+                        committed,
+                    };
+                    // The caller may have gone; the event is stored.
+                    let _ = reply.send(Ok((outcome, timings)));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, cause = ?std::error::Error::source(&e), events = events.len(), "batch did not commit");
-                for reply in replies {
+                for (reply, _) in replies {
                     let _ = reply.send(Err(BatchFailed));
                 }
             }

@@ -5,5 +5,5 @@
 mod accept;
 mod group_commit;
 
-pub use accept::{header_text, system_clock, Accepted, Arrival, Clock, IngestSettings, Intake};
-pub use group_commit::{BatchFailed, GroupCommit, GroupCommitSettings};
+pub use accept::{header_text, record_stage, system_clock, Accepted, Arrival, Clock, IngestSettings, Intake};
+pub use group_commit::{BatchFailed, CommitTimings, GroupCommit, GroupCommitSettings};

@@ -202,6 +202,45 @@ async fn the_metrics_reflect_a_known_sequence_of_requests_alone(pool: PgPool) {
         ),
         4.0
     );
+    // Each stage counts the deliveries that reached it: 5 had their body read and checked (the
+    // wrong-environment one was refused from its headers, the unknown environment from its path),
+    // 4 passed the signature and went through parsing, group commit and the answer.
+    let stages = [
+        ("read_body", 5.0),
+        ("verify", 5.0),
+        ("parse", 4.0),
+        ("batch_wait", 4.0),
+        ("write", 4.0),
+        ("answer", 4.0),
+    ];
+    assert_eq!(
+        stages.map(|(s, _)| s),
+        voltage_webhooks::telemetry::metrics::WEBHOOK_STAGES,
+        "the documented stages, in order"
+    );
+    for (stage, expected) in stages {
+        let series = |suffix: &str, extra: &[(&str, &str)]| {
+            let mut labels = vec![("stage", stage)];
+            labels.extend_from_slice(extra);
+            value(
+                &samples,
+                &format!("voltage_webhook_stage_seconds_{suffix}"),
+                &labels,
+            )
+        };
+        assert_eq!(series("count", &[]), expected, "stage {stage}\n{text}");
+        assert_eq!(
+            series("bucket", &[("le", "+Inf")]),
+            expected,
+            "stage {stage}"
+        );
+        assert!(series("sum", &[]) > 0.0, "stage {stage} took no time");
+    }
+    assert_eq!(
+        value(&samples, "voltage_webhook_request_seconds_count", &[]),
+        7.0,
+        "every delivery, whatever its outcome"
+    );
 
     assert_eq!(
         value(&samples, "voltage_outbox_pending", &[]),

@@ -42,6 +42,11 @@ pub struct LoadArgs {
     /// Also print latency per window of this length (e.g. `500ms`), to tell stalls from a spread tail.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeline: Option<Duration>,
+    /// Where the service's `/metrics` is (default: `{url}/metrics`; give the admin listener's
+    /// when `server.admin_listen` is set). Scraped before and after the run to print the
+    /// server-side time of each stage of a delivery; the run goes on without it if unreachable.
+    #[arg(long)]
+    pub metrics_url: Option<String>,
 }
 
 /// Runs the load described by `args`; returns the report to print.
@@ -63,10 +68,21 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<String> {
         rate: args.rate,
         duplicates: args.duplicates,
     };
+    let metrics_url = args
+        .metrics_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/metrics", spec.base_url.trim_end_matches('/')));
+    let before = crate::stages::scrape(&metrics_url).await;
     let outcome = crate::run(spec).await?;
     let mut lines = vec![outcome.report.summary()];
     if let Some(window) = args.timeline {
         lines.extend(outcome.report.timeline(window));
+    }
+    match (before, crate::stages::scrape(&metrics_url).await) {
+        (Ok(before), Ok(after)) => lines.extend(crate::stages::summary(&before, &after)),
+        (Err(e), _) | (_, Err(e)) => {
+            lines.push(format!("server stages: {metrics_url} not scraped ({e:#})"));
+        }
     }
     if args.check_database {
         // The figures first: a failed check must not hide what the load saw.

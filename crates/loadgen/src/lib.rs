@@ -15,6 +15,7 @@ pub mod cli;
 mod client;
 mod report;
 pub mod settings;
+pub mod stages;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
