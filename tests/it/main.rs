@@ -16,6 +16,7 @@ mod cli;
 mod config;
 mod config_handlers;
 mod confirm;
+mod dedup_migration;
 mod dispatch;
 mod docs;
 mod fanout_guarantees;
