@@ -21,6 +21,10 @@
 #        BIN=/path/to/voltage-webhooks ...     (another build, e.g. a previous commit's, to compare)
 #        PG_SETTINGS="max_wal_size = '8GB'
 #        wal_compression = lz4" ...            (lines appended to the cluster's postgresql.conf)
+#        SKIP_QUERIES=1 ...                    (ingest only)
+#        OLD_DEDUP=1 ...                       (the constraint events_dedup back on its former index,
+#                                               (environment, dedup_key) keyed by SHA-256: the
+#                                               same binary, before and after the dedup change)
 # Needs: root (the cluster runs as the postgres user), PostgreSQL 15+ binaries, pgbench, psql, curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -70,9 +74,12 @@ sed -e "s|^url = .*|url = \"$url\"|" -e "s|^listen = .*|listen = \"127.0.0.1:$po
   benches/ingest/perf.toml >"$work/growth.toml"
 config=$work/growth.toml
 RUST_LOG=warn "$BIN" --config "$config" migrate
+if [ "${OLD_DEDUP:-0}" = 1 ]; then
+  sql 'ALTER TABLE events DROP CONSTRAINT events_dedup, ADD CONSTRAINT events_dedup UNIQUE (environment, dedup_key)'
+fi
 
 echo "# machine: $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; $(date -u +%FT%TZ); binary $BIN"
-echo "# postgres: $(sql 'SHOW server_version'); $(sql "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ') FROM pg_settings WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'wal_compression', 'full_page_writes', 'synchronous_commit', 'wal_buffers')")"
+echo "# postgres: $(sql 'SHOW server_version'); $(sql "SELECT string_agg(name || '=' || current_setting(name), ' ') FROM pg_settings WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'wal_compression', 'full_page_writes', 'synchronous_commit', 'wal_buffers')")"
 echo "# events indexes: $(sql "SELECT string_agg(indexrelid::regclass::text, ' ') FROM pg_index WHERE indrelid = 'events'::regclass")"
 
 # --- the single-row ceiling ----------------------------------------------------------------------
@@ -107,6 +114,7 @@ while [ "$rows" -lt "$ROWS" ]; do
   if [ "$last" = 1 ]; then
     # Full-page images by relation over 4 s in the middle of the last slice.
     ( sleep 4; wal_lsn >"$work/inspect.start"; sleep 4; wal_lsn >"$work/inspect.end" ) &
+    inspect=$!
   fi
   report=$("$BIN" --config "$config" loadgen --url "$base" --environment production \
     --concurrency "$CONCURRENCY" --duration "$SLICE")
@@ -120,7 +128,7 @@ while [ "$rows" -lt "$ROWS" ]; do
   echo "$line" >>"$slices"
   echo "slice: $line"
   rows=$(( rows + ${stored:-0} ))
-  if [ "$last" = 1 ]; then wait; fi
+  if [ "$last" = 1 ]; then wait "$inspect"; fi
 done
 echo "$report" | sed -n '/^server stages/,$p'
 
@@ -156,6 +164,7 @@ fi
 
 # --- the event list at this size -----------------------------------------------------------------
 kill -TERM "$service_pid"; wait "$service_pid" || true
+if [ "${SKIP_QUERIES:-0}" = 1 ]; then exit 0; fi
 echo
 echo "mixing rare kinds into the stored events (2 % send.failed, 1 % test.created, 1 % reconciled)..."
 sql "UPDATE events SET event_type = 'send', event = 'failed' WHERE get_byte(dedup_key, 0) < 5" >/dev/null
