@@ -24,7 +24,7 @@ use crate::event::Routing;
 use crate::event::{DedupKey, Payload};
 use crate::store::{NewEvent, OwnedEvent, Quarantined, Store, Stored};
 use crate::telemetry::metrics as names;
-use crate::verify::{self, headers, Delivery, Environment, Registry, Verified};
+use crate::verify::{self, headers, Delivery, Environment, Registry, Verified, VerifyError};
 
 /// The time source for the timestamp window; a fixed one lets tests replay recorded deliveries.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -142,12 +142,8 @@ impl Intake {
 
         let started = Instant::now();
         let verified = prechecked.check_signature(&body);
-        let took = started.elapsed();
-        record_stage("verify", took);
-        metrics::histogram!(names::WEBHOOK_VERIFY_SECONDS, "environment" => env.name.clone())
-            .record(took.as_secs_f64());
+        record_verified(&env.name, started.elapsed(), &verified);
         let verified = verified?;
-        record_verified(&env.name, &verified);
         self.store_event(env, arrival.headers, &body, &verified)
             .await
     }
@@ -250,7 +246,18 @@ fn admit<'r>(registry: &'r Registry, arrival: &Arrival<'_>) -> Result<&'r Enviro
     Ok(env)
 }
 
-fn record_verified(environment: &str, verified: &Verified) {
+/// The signature check's time, and which registration and secret position verified it.
+fn record_verified(
+    environment: &str,
+    took: std::time::Duration,
+    verified: &Result<Verified, VerifyError>,
+) {
+    record_stage("verify", took);
+    metrics::histogram!(names::WEBHOOK_VERIFY_SECONDS, "environment" => environment.to_owned())
+        .record(took.as_secs_f64());
+    let Ok(verified) = verified else {
+        return;
+    };
     metrics::counter!(
         names::WEBHOOK_VERIFIED,
         "environment" => environment.to_owned(),

@@ -5,5 +5,7 @@
 mod accept;
 mod group_commit;
 
-pub use accept::{header_text, record_stage, system_clock, Accepted, Arrival, Clock, IngestSettings, Intake};
+pub use accept::{
+    header_text, record_stage, system_clock, Accepted, Arrival, Clock, IngestSettings, Intake,
+};
 pub use group_commit::{BatchFailed, CommitTimings, GroupCommit, GroupCommitSettings};

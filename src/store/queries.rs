@@ -218,30 +218,9 @@ fn list_events_sql<'q>(q: &'q EventQuery, prefix: &str) -> QueryBuilder<'q, Post
     let by_kind = q.payment_id.is_none()
         && q.source.as_deref() != Some("reconciliation")
         && (!q.event_types.is_empty() || !q.events.is_empty());
-    let (comparison, order) = if q.ascending {
-        (">", "ASC")
-    } else {
-        ("<", "DESC")
-    };
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(prefix);
     if by_kind {
-        sql.push(
-            "WITH RECURSIVE kinds AS ( \
-                 (SELECT event_type, event FROM events WHERE environment = ",
-        )
-        .push_bind(&q.environment)
-        .push(
-            " ORDER BY event_type, event LIMIT 1) \
-             UNION ALL \
-             SELECT next.event_type, next.event FROM kinds CROSS JOIN LATERAL ( \
-                 SELECT event_type, event FROM events WHERE environment = ",
-        )
-        .push_bind(&q.environment)
-        .push(
-            " AND (event_type, event) > (kinds.event_type, kinds.event) \
-                 ORDER BY event_type, event LIMIT 1) AS next \
-             ) SELECT page.* FROM kinds CROSS JOIN LATERAL (",
-        );
+        push_kinds_walk(&mut sql, q);
     }
     sql.push(format!("SELECT {SUMMARY} FROM events WHERE environment = "))
         .push_bind(&q.environment);
@@ -251,6 +230,46 @@ fn list_events_sql<'q>(q: &'q EventQuery, prefix: &str) -> QueryBuilder<'q, Post
         any_of(&mut sql, "event_type", &q.event_types);
         any_of(&mut sql, "event", &q.events);
     }
+    push_filters(&mut sql, q);
+    push_page(&mut sql, q, "");
+    if by_kind {
+        sql.push(") AS page WHERE true");
+        for (column, values) in [("event_type", &q.event_types), ("event", &q.events)] {
+            if !values.is_empty() {
+                sql.push(format!(" AND kinds.{column} = ANY("))
+                    .push_bind(values)
+                    .push(")");
+            }
+        }
+        push_page(&mut sql, q, "page.");
+    }
+    sql
+}
+
+/// The recursive skip scan over the environment's distinct (type, event) pairs, up to the
+/// lateral page read per pair.
+fn push_kinds_walk<'q>(sql: &mut QueryBuilder<'q, Postgres>, q: &'q EventQuery) {
+    sql.push(
+        "WITH RECURSIVE kinds AS ( \
+             (SELECT event_type, event FROM events WHERE environment = ",
+    )
+    .push_bind(&q.environment)
+    .push(
+        " ORDER BY event_type, event LIMIT 1) \
+         UNION ALL \
+         SELECT next.event_type, next.event FROM kinds CROSS JOIN LATERAL ( \
+             SELECT event_type, event FROM events WHERE environment = ",
+    )
+    .push_bind(&q.environment)
+    .push(
+        " AND (event_type, event) > (kinds.event_type, kinds.event) \
+             ORDER BY event_type, event LIMIT 1) AS next \
+         ) SELECT page.* FROM kinds CROSS JOIN LATERAL (",
+    );
+}
+
+/// The payment, source and time-range conditions.
+fn push_filters<'q>(sql: &mut QueryBuilder<'q, Postgres>, q: &'q EventQuery) {
     if let Some(payment_id) = &q.payment_id {
         sql.push(" AND payment_id = ").push_bind(payment_id);
     }
@@ -273,30 +292,27 @@ fn list_events_sql<'q>(q: &'q EventQuery, prefix: &str) -> QueryBuilder<'q, Post
     if let Some(t) = q.received_before {
         sql.push(" AND received_at < ").push_bind(t);
     }
-    if let Some((at, id)) = q.after {
+}
+
+/// The page: after the keyset position (only on the inner read, `table` empty), in page order,
+/// at most `limit` rows. `table` prefixes the columns (`page.` for the merge of the pairs).
+fn push_page<'q>(sql: &mut QueryBuilder<'q, Postgres>, q: &'q EventQuery, table: &str) {
+    let (comparison, order) = if q.ascending {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
+    if let (Some((at, id)), "") = (q.after, table) {
         sql.push(format!(" AND (received_at, id) {comparison} ("))
             .push_bind(at)
             .push(", ")
             .push_bind(id)
             .push(")");
     }
-    sql.push(format!(" ORDER BY received_at {order}, id {order} LIMIT "))
-        .push_bind(q.limit);
-    if by_kind {
-        sql.push(") AS page WHERE true");
-        for (column, values) in [("event_type", &q.event_types), ("event", &q.events)] {
-            if !values.is_empty() {
-                sql.push(format!(" AND kinds.{column} = ANY("))
-                    .push_bind(values)
-                    .push(")");
-            }
-        }
-        sql.push(format!(
-            " ORDER BY page.received_at {order}, page.id {order} LIMIT "
-        ))
-        .push_bind(q.limit);
-    }
-    sql
+    sql.push(format!(
+        " ORDER BY {table}received_at {order}, {table}id {order} LIMIT "
+    ))
+    .push_bind(q.limit);
 }
 
 /// `column` is one of `values` (none: no condition). One value is an equality, which an index

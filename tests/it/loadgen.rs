@@ -126,3 +126,22 @@ fn the_generator_reads_the_same_ids_and_secret_as_the_service() {
         );
     }
 }
+
+/// The load generator repeats the service's per-stage metric names (it does not depend on the
+/// service); a rename on one side only would make its stage summary silently empty.
+#[test]
+fn the_load_generator_reads_the_metrics_the_service_writes() {
+    use voltage_webhooks::telemetry::metrics as service;
+    assert_eq!(
+        voltage_loadgen::stages::WEBHOOK_STAGE_SECONDS,
+        service::WEBHOOK_STAGE_SECONDS
+    );
+    assert_eq!(
+        voltage_loadgen::stages::WEBHOOK_REQUEST_SECONDS,
+        service::WEBHOOK_REQUEST_SECONDS
+    );
+    assert_eq!(
+        voltage_loadgen::stages::WEBHOOK_STAGES,
+        service::WEBHOOK_STAGES
+    );
+}

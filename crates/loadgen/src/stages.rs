@@ -7,7 +7,21 @@
 
 use std::collections::BTreeMap;
 
-use crate::telemetry::metrics::{WEBHOOK_REQUEST_SECONDS, WEBHOOK_STAGES, WEBHOOK_STAGE_SECONDS};
+// The service's metric names: the load generator does not depend on the service, so they are
+// repeated here, and the service's tests check that both say the same (tests/it/loadgen.rs).
+/// The per-stage histogram, labelled `stage`.
+pub const WEBHOOK_STAGE_SECONDS: &str = "voltage_webhook_stage_seconds";
+/// The whole request's histogram.
+pub const WEBHOOK_REQUEST_SECONDS: &str = "voltage_webhook_request_seconds";
+/// The stages, in the order a delivery passes them.
+pub const WEBHOOK_STAGES: [&str; 6] = [
+    "read_body",
+    "verify",
+    "parse",
+    "batch_wait",
+    "write",
+    "answer",
+];
 
 /// `/metrics` as text; an error names the URL.
 pub async fn scrape(url: &str) -> anyhow::Result<String> {
