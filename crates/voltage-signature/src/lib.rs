@@ -151,3 +151,8 @@ mod tests {
         );
     }
 }
+
+/// The README's example, compiled and run as a doctest (`cargo test -p voltage-signature --doc`).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
