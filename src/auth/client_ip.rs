@@ -25,6 +25,12 @@ pub fn parse_cidrs(items: &[String]) -> Result<Vec<IpNet>, String> {
 /// The client's address from the peer and the raw `X-Forwarded-For` header lines (bytes, since a
 /// client may send any byte and a proxy appends to it as it is); `None` when a malformed hop stands
 /// where the client's address should be.
+/// Whether `client` is known and inside one of `nets`. An unknown client is outside any list;
+/// callers decide what an empty list means (for both allow-lists: anyone).
+pub fn within(nets: &[IpNet], client: Option<IpAddr>) -> bool {
+    client.is_some_and(|ip| nets.iter().any(|net| net.contains(&ip)))
+}
+
 pub fn client_ip(peer: IpAddr, forwarded_for: &[&[u8]], trusted: &[IpNet]) -> Option<IpAddr> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {

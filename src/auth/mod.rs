@@ -12,7 +12,7 @@ use rand::RngCore as _;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-pub use client_ip::{client_ip, parse_cidrs};
+pub use client_ip::{client_ip, parse_cidrs, within};
 
 /// Every key starts with this, so a leaked one is recognisable by secret scanners.
 pub const KEY_PREFIX: &str = "vwk_";

@@ -256,9 +256,7 @@ impl Config {
                 self.server.max_streams_per_api_key,
             ),
         ] {
-            if value == 0 {
-                return Err(ConfigError::invalid(key, "must be greater than 0"));
-            }
+            positive(key, value as u64)?;
         }
         if self.ingest.writers as u64 >= u64::from(self.database.max_connections) {
             return Err(ConfigError::invalid(
@@ -320,6 +318,14 @@ fn environment_overrides() -> Figment {
                 .only(&["DATABASE_URL"])
                 .map(|_| "database.url".into()),
         )
+}
+
+/// A count, size or duration that must not be 0.
+pub(crate) fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
 }
 
 /// Names appear in URLs, NATS subjects and the outbox, so they are kept to a safe alphabet.

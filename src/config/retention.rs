@@ -53,9 +53,7 @@ impl Config {
             ("retention.events_days", r.events_days.map_or(1, u64::from)),
             ("retention.dead_days", r.dead_days.map_or(1, u64::from)),
         ] {
-            if value == 0 {
-                return Err(ConfigError::invalid(key, "must be greater than 0"));
-            }
+            super::positive(key, value)?;
         }
         if let Some(days) = r.events_days.filter(|days| *days < r.dedup_days) {
             warnings.push(format!(

@@ -19,6 +19,7 @@ use tracing::Span;
 use uuid::Uuid;
 
 use super::GroupCommit;
+use crate::auth::within;
 use crate::error_code::{ErrorCode, Refusal};
 use crate::event::Routing;
 use crate::event::{DedupKey, Payload};
@@ -235,8 +236,7 @@ fn admit<'r>(registry: &'r Registry, arrival: &Arrival<'_>) -> Result<&'r Enviro
             format!("no environment named {environment:?}"),
         )
     })?;
-    let allowed = |ip: IpAddr| env.allow_ips.iter().any(|net| net.contains(&ip));
-    if !env.allow_ips.is_empty() && !arrival.client.is_some_and(allowed) {
+    if !env.allow_ips.is_empty() && !within(&env.allow_ips, arrival.client) {
         return Err(Refusal::new(
             ErrorCode::IpNotAllowed,
             "deliveries for this environment are not accepted from this address",

@@ -6,11 +6,4 @@
 mod handlers;
 mod reconcile;
 
-use crate::config::ConfigError;
-
-fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
-    if value == 0 {
-        return Err(ConfigError::invalid(key, "must be greater than 0"));
-    }
-    Ok(())
-}
+use crate::config::positive;

@@ -6,7 +6,7 @@ use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use chrono::Utc;
 
-use crate::auth::{hash_key, parse_cidrs, Permission};
+use crate::auth::{hash_key, parse_cidrs, within, Permission};
 use crate::error_code::ErrorCode;
 use crate::http::{ApiError, AppState};
 use crate::store::ApiKeyRecord;
@@ -110,7 +110,7 @@ async fn check_allow_list(
     }
     let allowed = parse_cidrs(allow_ips).unwrap_or_default();
     let client = crate::http::caller_address(parts, state).await;
-    if client.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
+    if within(&allowed, client) {
         return Ok(());
     }
     Err(ApiError::new(
