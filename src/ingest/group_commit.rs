@@ -12,6 +12,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
 
+use crate::outbox::Handoff;
 use crate::store::{OwnedEvent, Store, Stored};
 
 #[derive(Debug, Clone, Copy)]
@@ -63,11 +64,25 @@ impl std::fmt::Debug for Job {
 impl GroupCommit {
     /// Starts the writers on the current runtime.
     pub fn start(store: Store, settings: GroupCommitSettings) -> Self {
+        Self::start_handing_off(store, settings, Handoff::default())
+    }
+
+    /// [`GroupCommit::start`], handing each new event's deliveries to `handoff`'s dispatcher
+    /// where their handler can start a call now (see [`Handoff`]).
+    pub fn start_handing_off(
+        store: Store,
+        settings: GroupCommitSettings,
+        handoff: Handoff,
+    ) -> Self {
         let max_events = settings.max_events.max(1);
         let (queue, receiver) = mpsc::channel(max_events * settings.writers.max(1) * 2);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..settings.writers.max(1) {
-            tokio::spawn(write_batches(store.clone(), receiver.clone(), settings));
+            let writer = Writer {
+                store: store.clone(),
+                handoff: handoff.clone(),
+            };
+            tokio::spawn(write_batches(writer, receiver.clone(), settings));
         }
         Self { queue }
     }
@@ -96,8 +111,14 @@ impl GroupCommit {
     }
 }
 
-async fn write_batches(
+/// What one writer writes with.
+struct Writer {
     store: Store,
+    handoff: Handoff,
+}
+
+async fn write_batches(
+    writer: Writer,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     settings: GroupCommitSettings,
 ) {
@@ -120,7 +141,7 @@ async fn write_batches(
                 )
             })
             .unzip();
-        match store.insert_batch(&events).await {
+        match writer.write(&events).await {
             Ok(outcomes) => {
                 let committed = Instant::now();
                 let write = committed - started;
@@ -141,6 +162,20 @@ async fn write_batches(
                 }
             }
         }
+    }
+}
+
+impl Writer {
+    /// One statement and commit for the batch; the deliveries handed off start their calls once
+    /// it committed (a batch that failed frees their slots).
+    async fn write(&self, events: &[OwnedEvent]) -> Result<Vec<Stored>, crate::store::StoreError> {
+        let reservation = self.handoff.reserve(events);
+        let handoff = reservation.as_ref().and_then(|r| r.handoff());
+        let outcome = self.store.insert_batch_handing_off(events, handoff).await?;
+        if let Some(reservation) = reservation {
+            reservation.start(events, &outcome.stored, outcome.handed_off);
+        }
+        Ok(outcome.stored)
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod attempt;
 mod backoff;
+mod handoff;
 mod lane;
 mod recorder;
 
@@ -25,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use backoff::{decide, Decision};
+pub use handoff::{Handoff, Reservation};
 
-use crate::handlers::HandlerSet;
+use crate::handlers::{HandlerSet, RegisteredHandler};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +64,7 @@ pub struct Dispatcher {
     store: Store,
     handlers: Arc<HandlerSet>,
     settings: DispatchSettings,
+    handoff: Handoff,
 }
 
 /// What the lanes, the attempts, the recorder and the sweep of one dispatcher share.
@@ -93,13 +96,21 @@ impl Dispatcher {
             store,
             handlers,
             settings,
+            handoff: Handoff::default(),
         }
+    }
+
+    /// The handle through which this process's ingest hands new deliveries to this dispatcher
+    /// (see [`Handoff`]); it hands off nothing until [`Dispatcher::run`] starts.
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
     }
 
     /// Runs until `shutdown` is cancelled, then waits for the calls already started and records
     /// their outcomes.
     pub async fn run(self, shutdown: CancellationToken) {
-        let handlers = self.handlers.all();
+        let handlers: Vec<Arc<RegisteredHandler>> =
+            self.handlers.all().into_iter().map(Arc::new).collect();
         if handlers.is_empty() {
             tracing::info!("no handlers configured: the dispatcher has nothing to do");
             return;
@@ -121,20 +132,17 @@ impl Dispatcher {
         let recorder = tokio::spawn(recorder::run(shared.clone(), outcomes, signals.clone()));
         let sweep = tokio::spawn(sweep(shared.clone(), wakes, shutdown.clone()));
         let attempts = TaskTracker::new();
-        let lanes: Vec<_> = handlers
-            .into_iter()
-            .zip(signals)
-            .map(|(handler, (_, signal))| {
-                tokio::spawn(lane::run(lane::Lane {
-                    shared: shared.clone(),
-                    handler: Arc::new(handler),
-                    signal,
-                    finished: finished.clone(),
-                    attempts: attempts.clone(),
-                    shutdown: shutdown.clone(),
-                }))
-            })
-            .collect();
+        self.handoff.attach(handoff::Running {
+            shared: shared.clone(),
+            handlers: handlers
+                .iter()
+                .map(|h| (h.name.clone(), Arc::clone(h)))
+                .collect(),
+            finished: finished.downgrade(),
+            attempts: attempts.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let lanes = spawn_lanes(&shared, handlers, signals, &finished, &attempts, &shutdown);
         drop(finished);
         for lane in lanes {
             let _ = lane.await;
@@ -143,6 +151,31 @@ impl Dispatcher {
         finish(attempts, recorder, self.settings.shutdown_deadline).await;
         let _ = sweep.await;
     }
+}
+
+/// One lane per handler, each woken by its own signal.
+fn spawn_lanes(
+    shared: &Arc<Shared>,
+    handlers: Vec<Arc<RegisteredHandler>>,
+    signals: Vec<(String, Arc<Notify>)>,
+    finished: &mpsc::Sender<attempt::Finished>,
+    attempts: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    handlers
+        .into_iter()
+        .zip(signals)
+        .map(|(handler, (_, signal))| {
+            tokio::spawn(lane::run(lane::Lane {
+                shared: shared.clone(),
+                handler,
+                signal,
+                finished: finished.clone(),
+                attempts: attempts.clone(),
+                shutdown: shutdown.clone(),
+            }))
+        })
+        .collect()
 }
 
 /// After the lanes stopped: waits for the calls already running and for the recorder to write

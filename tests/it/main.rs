@@ -22,6 +22,7 @@ mod docs;
 mod fanout_guarantees;
 mod faults;
 mod group_commit;
+mod handoff;
 mod ingest_storage;
 mod ingest_verification;
 mod loadgen;
