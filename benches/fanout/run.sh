@@ -8,7 +8,11 @@
 # For each: req/s during the load, deliveries still undelivered when the load ends, the time until
 # every delivery succeeded, events per second over load + drain ("sustained"), and CPU per request
 # of the service and of all PostgreSQL processes (load + drain), from /proc.
+# Each round ends with the ratios one/ingest and ten/ingest10 of the sustained rates (the target of
+# issue 13: one handler at least 80 % of ingest alone).
 # usage: benches/fanout/run.sh [rounds=2] [seconds=10]
+#   BASELINE=path/to/another/voltage-webhooks also runs ingest and one with that binary in every
+#   round (base-ingest, base-one), for a before/after in the same run on the same machine.
 # Needs: PostgreSQL on 127.0.0.1:5432 accepting postgres (database vw_fanout is created), psql.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,8 +37,8 @@ db_stats() {
 }
 undelivered() { psql -qAt "$url" -c "SELECT count(*) FROM deliveries WHERE status <> 'succeeded'"; }
 
-run() { # name config dispatch-enabled
-  local name=$1 config=$2 enabled=$3
+run() { # name config dispatch-enabled [binary]
+  local name=$1 config=$2 enabled=$3 bin=${4:-$bin}
   psql -q "$url" -c 'TRUNCATE events, deliveries CASCADE' -c 'CHECKPOINT' >/dev/null 2>&1
   VOLTAGE_WEBHOOKS_DISPATCH__ENABLED=$enabled RUST_LOG=warn "$bin" --config "$config" serve --no-migrate >/dev/null 2>&1 &
   local pid=$!
@@ -57,7 +61,8 @@ run() { # name config dispatch-enabled
   kill -TERM "$pid"; wait "$pid" || true
   local sustained
   sustained=$(awk -v n="$requests" -v d="$seconds" -v x="$drained" 'BEGIN {printf "%.0f", n / (d + (x > 0 ? x : 0))}')
-  printf '%-8s %8s req/s  undelivered at the end of the load %7s  all delivered %5s s later  sustained %6s events/s  CPU/request: service %4.0f µs, PostgreSQL %4.0f µs  commits/request %5.2f  deliveries updates/request %5.2f (HOT %3.0f%%)\n' \
+  sustained_of[$name]=$sustained
+  printf '%-11s %8s req/s  undelivered at the end of the load %7s  all delivered %5s s later  sustained %6s events/s  CPU/request: service %4.0f µs, PostgreSQL %4.0f µs  commits/request %5.2f  deliveries updates/request %5.2f (HOT %3.0f%%)\n' \
     "$name" "$rps" "$left" "$drained" "$sustained" \
     "$(awk -v a="$svc0" -v b="$svc1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
     "$(awk -v a="$pg0" -v b="$pg1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
@@ -65,10 +70,19 @@ run() { # name config dispatch-enabled
       printf "%s %s %s", (y[1] - x[1]) / n, u / n, (u > 0 ? 100 * (y[3] - x[3]) / u : 0)}')
 }
 
+declare -A sustained_of
+ratio() { awk -v a="${sustained_of[$1]}" -v b="${sustained_of[$2]}" 'BEGIN {printf "%.0f%%", (b > 0 ? 100 * a / b : 0)}'; }
 for round in $(seq "$rounds"); do
   echo "round $round"
+  if [ -n "${BASELINE:-}" ]; then
+    run base-ingest benches/fanout/one.toml false "$BASELINE"
+    run base-one benches/fanout/one.toml true "$BASELINE"
+  fi
   run ingest benches/fanout/one.toml false
   run one benches/fanout/one.toml true
   run ingest10 benches/fanout/ten.toml false
   run ten benches/fanout/ten.toml true
+  line="round $round: one/ingest $(ratio one ingest), ten/ingest10 $(ratio ten ingest10)"
+  [ -n "${BASELINE:-}" ] && line="$line, baseline one/ingest $(ratio base-one base-ingest)"
+  echo "$line"
 done

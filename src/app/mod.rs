@@ -150,23 +150,29 @@ pub async fn serve(
         &stop,
     )?;
     let drain_delay = std::time::Duration::from_millis(config.shutdown.drain_delay_ms);
-    let http_stop = stop.clone();
-    app.run_until_stopped(async move {
-        shutdown_signal().await;
-        // Readiness fails first; the listener stays open while the load balancer notices.
-        draining.store(true, std::sync::atomic::Ordering::SeqCst);
-        tracing::info!(
-            drain_ms = drain_delay.as_millis() as u64,
-            "draining: /readyz answers 503"
-        );
-        tokio::time::sleep(drain_delay).await;
-        http_stop.cancel();
-    })
-    .await?;
+    app.run_until_stopped(drain_on_signal(draining, drain_delay, stop.clone()))
+        .await?;
     stop.cancel();
     background.join().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves once a shutdown signal arrived and readiness failed for `drain_delay` (the listener
+/// stays open while the load balancer notices); cancels `stop` then.
+async fn drain_on_signal(
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    drain_delay: std::time::Duration,
+    stop: CancellationToken,
+) {
+    shutdown_signal().await;
+    draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!(
+        drain_ms = drain_delay.as_millis() as u64,
+        "draining: /readyz answers 503"
+    );
+    tokio::time::sleep(drain_delay).await;
+    stop.cancel();
 }
 
 /// The dispatcher `serve` runs beside ingest, unless `dispatch.enabled = false`.

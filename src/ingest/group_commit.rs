@@ -12,8 +12,8 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
 
-use crate::outbox::Handoff;
-use crate::store::{OwnedEvent, Store, Stored};
+use crate::outbox::{Handoff, Reservation};
+use crate::store::{HandedOff, OwnedEvent, Store, Stored};
 
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommitSettings {
@@ -30,10 +30,12 @@ pub struct GroupCommitSettings {
 #[error("the batch holding this event did not commit")]
 pub struct BatchFailed;
 
+type Reply = oneshot::Sender<Result<(Stored, CommitTimings), BatchFailed>>;
+
 struct Job {
     event: OwnedEvent,
     queued: Instant,
-    reply: oneshot::Sender<Result<(Stored, CommitTimings), BatchFailed>>,
+    reply: Reply,
 }
 
 /// Where an event's time in group commit went (the per-stage latency of a delivery).
@@ -141,18 +143,38 @@ async fn write_batches(
                 )
             })
             .unzip();
-        match writer.write(&events).await {
-            Ok(outcomes) => {
+        writer.write_and_answer(&events, replies, started).await;
+    }
+}
+
+/// What a batch committed: its outcomes, and the deliveries it handed off with their slots.
+type Written = (Vec<Stored>, Option<(Reservation, Vec<HandedOff>)>);
+
+impl Writer {
+    /// Writes the batch, answers each request with its outcome (or an error if the batch did not
+    /// commit), then starts the calls of the deliveries it handed off.
+    async fn write_and_answer(
+        &self,
+        events: &[OwnedEvent],
+        replies: Vec<(Reply, Duration)>,
+        started: Instant,
+    ) {
+        match self.write(events).await {
+            Ok((outcomes, handed_off)) => {
                 let committed = Instant::now();
                 let write = committed - started;
-                for ((reply, batch_wait), outcome) in replies.into_iter().zip(outcomes) {
+                for ((reply, batch_wait), outcome) in replies.into_iter().zip(&outcomes) {
                     let timings = CommitTimings {
                         batch_wait,
                         write,
                         committed,
                     };
                     // The caller may have gone; the event is stored.
-                    let _ = reply.send(Ok((outcome, timings)));
+                    let _ = reply.send(Ok((*outcome, timings)));
+                }
+                // Answered first: the calls start once every sender has its acknowledgement.
+                if let Some((reservation, handed_off)) = handed_off {
+                    reservation.start(events, &outcomes, handed_off);
                 }
             }
             Err(e) => {
@@ -163,19 +185,14 @@ async fn write_batches(
             }
         }
     }
-}
 
-impl Writer {
-    /// One statement and commit for the batch; the deliveries handed off start their calls once
-    /// it committed (a batch that failed frees their slots).
-    async fn write(&self, events: &[OwnedEvent]) -> Result<Vec<Stored>, crate::store::StoreError> {
+    /// One statement and commit for the batch, with slots reserved for the deliveries it can
+    /// hand off (a batch that failed drops them, which frees them).
+    async fn write(&self, events: &[OwnedEvent]) -> Result<Written, crate::store::StoreError> {
         let reservation = self.handoff.reserve(events);
         let handoff = reservation.as_ref().and_then(|r| r.handoff());
         let outcome = self.store.insert_batch_handing_off(events, handoff).await?;
-        if let Some(reservation) = reservation {
-            reservation.start(events, &outcome.stored, outcome.handed_off);
-        }
-        Ok(outcome.stored)
+        Ok((outcome.stored, reservation.map(|r| (r, outcome.handed_off))))
     }
 }
 

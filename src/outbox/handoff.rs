@@ -27,6 +27,7 @@ use super::lane::{try_slot, Slot};
 use super::Shared;
 use crate::handlers::RegisteredHandler;
 use crate::store::{self, Claimed, HandedOff, HandoffLease, OwnedEvent, Stored};
+use crate::telemetry::metrics::DELIVERIES_HANDED_OFF;
 
 /// A cheap handle for the ingest path; it hands off nothing until its dispatcher runs, nor once
 /// the dispatcher is shutting down.
@@ -154,6 +155,8 @@ impl Reservation {
                 tracing::error!(delivery_id = delivery.delivery_id, "a delivery handed off without its slot; the sweep takes it when its lease expires");
                 continue;
             };
+            metrics::counter!(DELIVERIES_HANDED_OFF, "handler" => handler.name.clone())
+                .increment(1);
             let row = claimed(event, delivery);
             attempt::spawn(
                 attempt::Attempt {

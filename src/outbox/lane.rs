@@ -43,38 +43,65 @@ pub(super) struct Slot {
     pub _permit: OwnedSemaphorePermit,
 }
 
-/// Where the lane's next claim starts in its handler's due index: after the rows it already
-/// took (their dead index entries stay until VACUUM, and a scan from the oldest would read them
-/// all), and from the oldest again once per poll interval, for a row that committed after a
-/// younger one was claimed (a long ingest transaction, a claim of another dispatcher rolled back).
+/// Where the lane's next claim starts in its handler's due index: a little before the rows it
+/// already took, and from the oldest once per poll interval.
+///
+/// From the oldest every time would read every dead index entry the claimed rows left behind
+/// (they stay until VACUUM), so a claim at the end of a drained backlog would cost as much as the
+/// backlog. But rows do not commit in the order of their due time: a new row is due at its
+/// transaction's start, and of two group-commit batches the one that started first may commit
+/// last. So the scan starts [`LATE_COMMIT`] before the latest due time taken, which catches such
+/// rows at once, and a scan from the oldest catches anything later still (a long transaction, a
+/// claim of another dispatcher rolled back); when that scan comes back full it goes on from the
+/// oldest until one comes back short, so old rows drain at the claim rate, not a batch per poll.
 #[derive(Debug)]
 struct Cursor {
     from: Option<DateTime<Utc>>,
     full_scan_at: Instant,
+    /// The claim in progress scans from the oldest.
+    scanning_all: bool,
 }
 
+/// How far behind the latest due time taken a lane's claim starts: longer than a group-commit
+/// batch's statement takes, short enough that the dead entries read again stay few.
+const LATE_COMMIT: chrono::TimeDelta = chrono::TimeDelta::milliseconds(250);
+
 impl Cursor {
-    fn next(&mut self, poll: Duration) -> Option<DateTime<Utc>> {
-        if self.full_scan_at.elapsed() >= poll {
-            self.full_scan_at = Instant::now();
-            return None;
+    fn new() -> Self {
+        Self {
+            from: None,
+            full_scan_at: Instant::now(),
+            scanning_all: true,
         }
-        self.from
     }
 
-    fn claimed(&mut self, rows: &[Claimed]) {
+    fn next(&mut self, poll: Duration) -> Option<DateTime<Utc>> {
+        if self.scanning_all || self.full_scan_at.elapsed() >= poll {
+            self.full_scan_at = Instant::now();
+            self.scanning_all = true;
+            return None;
+        }
+        self.resume_from()
+    }
+
+    /// Where a scan that is not from the oldest starts.
+    fn resume_from(&self) -> Option<DateTime<Utc>> {
+        self.from.map(|from| from - LATE_COMMIT)
+    }
+
+    /// After a claim for `asked` rows that took `rows`.
+    fn claimed(&mut self, rows: &[Claimed], asked: usize) {
         if let Some(last) = rows.iter().map(|r| r.next_attempt_at).max() {
             self.from = Some(self.from.map_or(last, |from| from.max(last)));
         }
+        // A full scan from the oldest that came back full: more old rows may wait behind it.
+        self.scanning_all &= rows.len() == asked;
     }
 }
 
 pub(super) async fn run(lane: Lane) {
     let settings = lane.shared.settings;
-    let mut cursor = Cursor {
-        from: None,
-        full_scan_at: Instant::now(),
-    };
+    let mut cursor = Cursor::new();
     loop {
         let slots = tokio::select! {
             slots = capacity(&lane.handler.service, &lane.shared.calls, settings.batch_size) => slots,
@@ -95,7 +122,7 @@ pub(super) async fn run(lane: Lane) {
         }
         // Fewer rows than slots: every row due now was taken (a row committed since is announced
         // by its NOTIFY, which the signal keeps), so no second claim that would find nothing.
-        let wait = idle_wait(&lane, cursor.from).await;
+        let wait = idle_wait(&lane, cursor.resume_from()).await;
         tokio::select! {
             () = lane.signal.notified() => {}
             () = tokio::time::sleep(wait) => {}
@@ -158,7 +185,7 @@ async fn claim_and_start(lane: &Lane, slots: Vec<Slot>, cursor: &mut Cursor) -> 
         }
     };
     let count = claimed.len();
-    cursor.claimed(&claimed);
+    cursor.claimed(&claimed, slots.len());
     // Slots left over (fewer rows were due) are dropped here, freeing their capacity.
     for (row, slot) in claimed.into_iter().zip(slots) {
         let attempt = attempt::Attempt {

@@ -306,3 +306,110 @@ async fn a_retry_starts_at_its_due_time_not_at_the_next_poll(pool: PgPool) {
         .collect();
     assert!(late.iter().all(|&ms| ms < 100), "late by {late:?} ms");
 }
+
+/// Opens a transaction on its own connection now, so rows it inserts later are due at this
+/// instant: as a group-commit batch that started before another and committed after it.
+async fn early_transaction(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut early = pool.begin().await.unwrap();
+    sqlx::query("SELECT now()")
+        .execute(&mut *early)
+        .await
+        .unwrap();
+    early
+}
+
+/// Inserts `n` events routed to `handler`, with their pending deliveries, in `early`, commits it
+/// and wakes the dispatchers, as a batch of ingest does.
+async fn commit_late(
+    pool: &PgPool,
+    mut early: sqlx::Transaction<'static, sqlx::Postgres>,
+    handler: &str,
+    n: i32,
+) {
+    sqlx::query(
+        "WITH e AS (INSERT INTO events (id, environment, dedup_key, event_type, event, raw_body, source) \
+             SELECT gen_random_uuid(), 'production', sha256(('late' || i)::bytea), 'test', 'created', \
+                 '{}'::bytea, 'reconciliation' FROM generate_series(1, $1) AS i RETURNING id) \
+         INSERT INTO deliveries (event_id, handler) SELECT id, $2 FROM e",
+    )
+    .bind(n)
+    .bind(handler)
+    .execute(&mut *early)
+    .await
+    .unwrap();
+    early.commit().await.unwrap();
+    sqlx::query("SELECT pg_notify('voltage_deliveries', '')")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test]
+async fn a_delivery_committed_after_a_younger_one_was_claimed_is_claimed_at_once(pool: PgPool) {
+    // The poll interval is 30 s: only the NOTIFY of the late commit can bring its row in time.
+    let (handler, calls) = scripted("ledger", Route::all(), quick_retries(3), |_, _| Ok(()));
+    let set = set_of(vec![handler]);
+    let mut dispatch = fast_dispatch();
+    dispatch.poll_interval = Duration::from_secs(30);
+    let (stop, task) = start_dispatcher(pool.clone(), set.clone(), dispatch);
+    let early = early_transaction(&pool).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ingest_events(&pool, &set, 1).await;
+    wait_for(
+        &pool,
+        "SELECT bool_and(status = 'succeeded') FROM deliveries",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    commit_late(&pool, early, "ledger", 1).await;
+    wait_for(
+        &pool,
+        "SELECT count(*) = 2 AND bool_and(status = 'succeeded') FROM deliveries",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(calls.len(), 2);
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[sqlx::test]
+async fn old_deliveries_found_by_the_scan_from_the_oldest_drain_at_once_not_a_batch_per_poll(
+    pool: PgPool,
+) {
+    // Claims of 4 rows; 24 rows older than anything the claim resumes from, so only the scan from
+    // the oldest (each 1 s poll) finds them: six polls' worth if it took a batch per poll.
+    let (handler, calls) = scripted("ledger", Route::all(), quick_retries(3), |_, _| Ok(()));
+    let set = set_of(vec![handler]);
+    let mut dispatch = fast_dispatch();
+    dispatch.poll_interval = Duration::from_secs(1);
+    dispatch.batch_size = 4;
+    let (stop, task) = start_dispatcher(pool.clone(), set.clone(), dispatch);
+    let early = early_transaction(&pool).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ingest_events(&pool, &set, 1).await;
+    wait_for(
+        &pool,
+        "SELECT bool_and(status = 'succeeded') FROM deliveries",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    commit_late(&pool, early, "ledger", 24).await;
+    let committed = Instant::now();
+    wait_for(
+        &pool,
+        "SELECT count(*) = 25 AND bool_and(status = 'succeeded') FROM deliveries",
+        Duration::from_secs(20),
+    )
+    .await;
+    let took = committed.elapsed();
+    assert!(
+        took < Duration::from_millis(3_000),
+        "24 old rows took {took:?}: the scan from the oldest took a batch per poll interval"
+    );
+    assert_eq!(calls.len(), 25);
+    stop.cancel();
+    task.await.unwrap();
+}
