@@ -15,7 +15,7 @@ use crate::handlers::{self, HandlerSet, RegisteredHandler};
 pub use crate::http::Application;
 use crate::http::{self, AppState};
 use crate::ingest::{system_clock, GroupCommit, GroupCommitSettings, IngestSettings, Intake};
-use crate::outbox::{Dispatcher, Handoff};
+use crate::outbox::Dispatcher;
 use crate::reconcile::Reconciler;
 use crate::store::{self, Store};
 use crate::verify::Registry;
@@ -29,17 +29,6 @@ pub use signals::shutdown_signal;
 /// The handlers' state; also what tests use to drive the router in process.
 /// Starts the group-commit writers, so it must run inside the runtime.
 pub fn app_state(config: &Config, registry: Registry, routing: Routing, pool: PgPool) -> AppState {
-    app_state_handing_off(config, registry, routing, pool, Handoff::default())
-}
-
-/// [`app_state`], whose ingest hands new deliveries to the dispatcher behind `handoff`.
-pub fn app_state_handing_off(
-    config: &Config,
-    registry: Registry,
-    routing: Routing,
-    pool: PgPool,
-    handoff: Handoff,
-) -> AppState {
     let store = Store::new(pool);
     let group_commit = GroupCommitSettings {
         max_events: config.ingest.batch_max_events,
@@ -49,7 +38,7 @@ pub fn app_state_handing_off(
     let intake = Intake {
         registry: Arc::new(arc_swap::ArcSwap::from_pointee(registry)),
         routing: Arc::new(routing),
-        writer: GroupCommit::start_handing_off(store.clone(), group_commit, handoff),
+        writer: GroupCommit::start(store.clone(), group_commit),
         store: store.clone(),
         settings: IngestSettings {
             max_body_bytes: config.server.max_body_bytes,
@@ -126,11 +115,7 @@ pub async fn serve(
     // One set of API-key cells for the reconciler and confirmation, replaced in place on SIGHUP.
     let targets = config.reconcile_targets()?;
     let handlers = Arc::new(handler_set_with_keys(&config, custom, targets.clone()).await?);
-    let dispatcher = in_process_dispatcher(&config, &pool, &handlers)?;
-    let handoff = dispatcher
-        .as_ref()
-        .map_or_else(Handoff::default, Dispatcher::handoff);
-    let state = app_state_handing_off(&config, registry, handlers.routing(), pool.clone(), handoff);
+    let state = app_state(&config, registry, handlers.routing(), pool.clone());
     let draining = state.draining.clone();
     reload_on_sighup(
         options.config_path.clone(),
@@ -141,51 +126,25 @@ pub async fn serve(
     tracing::info!(listen = %app.local_addr()?, admin_listen = ?app.admin_addr(), handlers = ?handlers.names(), "serving");
 
     let stop = CancellationToken::new();
-    let background = Background::start(
-        &config,
-        &pool,
-        handlers.routing(),
-        dispatcher,
-        targets,
-        &stop,
-    )?;
+    let background = Background::start(&config, &pool, handlers, targets, &stop)?;
     let drain_delay = std::time::Duration::from_millis(config.shutdown.drain_delay_ms);
-    app.run_until_stopped(drain_on_signal(draining, drain_delay, stop.clone()))
-        .await?;
+    let http_stop = stop.clone();
+    app.run_until_stopped(async move {
+        shutdown_signal().await;
+        // Readiness fails first; the listener stays open while the load balancer notices.
+        draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            drain_ms = drain_delay.as_millis() as u64,
+            "draining: /readyz answers 503"
+        );
+        tokio::time::sleep(drain_delay).await;
+        http_stop.cancel();
+    })
+    .await?;
     stop.cancel();
     background.join().await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Resolves once a shutdown signal arrived and readiness failed for `drain_delay` (the listener
-/// stays open while the load balancer notices); cancels `stop` then.
-async fn drain_on_signal(
-    draining: Arc<std::sync::atomic::AtomicBool>,
-    drain_delay: std::time::Duration,
-    stop: CancellationToken,
-) {
-    shutdown_signal().await;
-    draining.store(true, std::sync::atomic::Ordering::SeqCst);
-    tracing::info!(
-        drain_ms = drain_delay.as_millis() as u64,
-        "draining: /readyz answers 503"
-    );
-    tokio::time::sleep(drain_delay).await;
-    stop.cancel();
-}
-
-/// The dispatcher `serve` runs beside ingest, unless `dispatch.enabled = false`.
-fn in_process_dispatcher(
-    config: &Config,
-    pool: &PgPool,
-    handlers: &Arc<HandlerSet>,
-) -> anyhow::Result<Option<Dispatcher>> {
-    let settings = config.dispatch_settings()?;
-    Ok(config
-        .dispatch
-        .enabled
-        .then(|| Dispatcher::new(Store::new(pool.clone()), handlers.clone(), settings)))
 }
 
 /// What `serve` runs beside the listeners: retention, and the reconciler and the dispatcher when
@@ -200,14 +159,14 @@ impl Background {
     fn start(
         config: &Config,
         pool: &PgPool,
-        routing: Routing,
-        dispatcher: Option<Dispatcher>,
+        handlers: Arc<HandlerSet>,
         targets: Vec<crate::reconcile::Target>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Self> {
+        let dispatch = config.dispatch_settings()?;
         let (retention, _) = config.retention_policy()?;
         let reconciling = if config.reconcile.enabled && !targets.is_empty() {
-            let reconciler = reconciler(config, pool, routing)?;
+            let reconciler = reconciler(config, pool, handlers.routing())?;
             let run = crate::reconcile::run(reconciler, targets, stop.clone());
             Some(tokio::spawn(run))
         } else {
@@ -219,7 +178,10 @@ impl Background {
             retention,
             stop.clone(),
         ));
-        let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(stop.clone())));
+        let dispatcher = config
+            .dispatch
+            .enabled
+            .then(|| tokio::spawn(Dispatcher::new(store, handlers, dispatch).run(stop.clone())));
         Ok(Self {
             retention,
             reconciling,

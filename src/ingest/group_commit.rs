@@ -12,8 +12,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
 
-use crate::outbox::{Handoff, Reservation};
-use crate::store::{HandedOff, OwnedEvent, Store, Stored};
+use crate::store::{OwnedEvent, Store, Stored};
 
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommitSettings {
@@ -30,12 +29,10 @@ pub struct GroupCommitSettings {
 #[error("the batch holding this event did not commit")]
 pub struct BatchFailed;
 
-type Reply = oneshot::Sender<Result<(Stored, CommitTimings), BatchFailed>>;
-
 struct Job {
     event: OwnedEvent,
     queued: Instant,
-    reply: Reply,
+    reply: oneshot::Sender<Result<(Stored, CommitTimings), BatchFailed>>,
 }
 
 /// Where an event's time in group commit went (the per-stage latency of a delivery).
@@ -66,25 +63,11 @@ impl std::fmt::Debug for Job {
 impl GroupCommit {
     /// Starts the writers on the current runtime.
     pub fn start(store: Store, settings: GroupCommitSettings) -> Self {
-        Self::start_handing_off(store, settings, Handoff::default())
-    }
-
-    /// [`GroupCommit::start`], handing each new event's deliveries to `handoff`'s dispatcher
-    /// where their handler can start a call now (see [`Handoff`]).
-    pub fn start_handing_off(
-        store: Store,
-        settings: GroupCommitSettings,
-        handoff: Handoff,
-    ) -> Self {
         let max_events = settings.max_events.max(1);
         let (queue, receiver) = mpsc::channel(max_events * settings.writers.max(1) * 2);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..settings.writers.max(1) {
-            let writer = Writer {
-                store: store.clone(),
-                handoff: handoff.clone(),
-            };
-            tokio::spawn(write_batches(writer, receiver.clone(), settings));
+            tokio::spawn(write_batches(store.clone(), receiver.clone(), settings));
         }
         Self { queue }
     }
@@ -113,14 +96,8 @@ impl GroupCommit {
     }
 }
 
-/// What one writer writes with.
-struct Writer {
-    store: Store,
-    handoff: Handoff,
-}
-
 async fn write_batches(
-    writer: Writer,
+    store: Store,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     settings: GroupCommitSettings,
 ) {
@@ -143,38 +120,18 @@ async fn write_batches(
                 )
             })
             .unzip();
-        writer.write_and_answer(&events, replies, started).await;
-    }
-}
-
-/// What a batch committed: its outcomes, and the deliveries it handed off with their slots.
-type Written = (Vec<Stored>, Option<(Reservation, Vec<HandedOff>)>);
-
-impl Writer {
-    /// Writes the batch, answers each request with its outcome (or an error if the batch did not
-    /// commit), then starts the calls of the deliveries it handed off.
-    async fn write_and_answer(
-        &self,
-        events: &[OwnedEvent],
-        replies: Vec<(Reply, Duration)>,
-        started: Instant,
-    ) {
-        match self.write(events).await {
-            Ok((outcomes, handed_off)) => {
+        match store.insert_batch(&events).await {
+            Ok(outcomes) => {
                 let committed = Instant::now();
                 let write = committed - started;
-                for ((reply, batch_wait), outcome) in replies.into_iter().zip(&outcomes) {
+                for ((reply, batch_wait), outcome) in replies.into_iter().zip(outcomes) {
                     let timings = CommitTimings {
                         batch_wait,
                         write,
                         committed,
                     };
                     // The caller may have gone; the event is stored.
-                    let _ = reply.send(Ok((*outcome, timings)));
-                }
-                // Answered first: the calls start once every sender has its acknowledgement.
-                if let Some((reservation, handed_off)) = handed_off {
-                    reservation.start(events, &outcomes, handed_off);
+                    let _ = reply.send(Ok((outcome, timings)));
                 }
             }
             Err(e) => {
@@ -184,15 +141,6 @@ impl Writer {
                 }
             }
         }
-    }
-
-    /// One statement and commit for the batch, with slots reserved for the deliveries it can
-    /// hand off (a batch that failed drops them, which frees them).
-    async fn write(&self, events: &[OwnedEvent]) -> Result<Written, crate::store::StoreError> {
-        let reservation = self.handoff.reserve(events);
-        let handoff = reservation.as_ref().and_then(|r| r.handoff());
-        let outcome = self.store.insert_batch_handing_off(events, handoff).await?;
-        Ok((outcome.stored, reservation.map(|r| (r, outcome.handed_off))))
     }
 }
 

@@ -50,16 +50,17 @@ pub(super) struct Slot {
 /// (they stay until VACUUM), so a claim at the end of a drained backlog would cost as much as the
 /// backlog. But rows do not commit in the order of their due time: a new row is due at its
 /// transaction's start, and of two group-commit batches the one that started first may commit
-/// last. So the scan starts [`LATE_COMMIT`] before the latest due time taken, which catches such
-/// rows at once, and a scan from the oldest catches anything later still (a long transaction, a
-/// claim of another dispatcher rolled back); when that scan comes back full it goes on from the
-/// oldest until one comes back short, so old rows drain at the claim rate, not a batch per poll.
+/// last. So a claim starts [`LATE_COMMIT`] before the latest due time taken, which catches such
+/// rows at once, and once per poll interval from the oldest, which catches anything later still
+/// (a long transaction, a claim of another dispatcher rolled back). A scan from the oldest moves
+/// the cursor back to the rows it took, so the claims after it go on from there: old rows drain
+/// at the claim rate, not a batch per poll interval.
 #[derive(Debug)]
 struct Cursor {
     from: Option<DateTime<Utc>>,
     full_scan_at: Instant,
     /// The claim in progress scans from the oldest.
-    scanning_all: bool,
+    from_oldest: bool,
 }
 
 /// How far behind the latest due time taken a lane's claim starts: longer than a group-commit
@@ -71,14 +72,14 @@ impl Cursor {
         Self {
             from: None,
             full_scan_at: Instant::now(),
-            scanning_all: true,
+            from_oldest: false,
         }
     }
 
     fn next(&mut self, poll: Duration) -> Option<DateTime<Utc>> {
-        if self.scanning_all || self.full_scan_at.elapsed() >= poll {
+        self.from_oldest = self.from.is_none() || self.full_scan_at.elapsed() >= poll;
+        if self.from_oldest {
             self.full_scan_at = Instant::now();
-            self.scanning_all = true;
             return None;
         }
         self.resume_from()
@@ -89,13 +90,14 @@ impl Cursor {
         self.from.map(|from| from - LATE_COMMIT)
     }
 
-    /// After a claim for `asked` rows that took `rows`.
-    fn claimed(&mut self, rows: &[Claimed], asked: usize) {
+    /// After a claim that took `rows`.
+    fn claimed(&mut self, rows: &[Claimed]) {
         if let Some(last) = rows.iter().map(|r| r.next_attempt_at).max() {
-            self.from = Some(self.from.map_or(last, |from| from.max(last)));
+            self.from = match self.from {
+                Some(from) if !self.from_oldest => Some(from.max(last)),
+                _ => Some(last),
+            };
         }
-        // A full scan from the oldest that came back full: more old rows may wait behind it.
-        self.scanning_all &= rows.len() == asked;
     }
 }
 
@@ -185,7 +187,7 @@ async fn claim_and_start(lane: &Lane, slots: Vec<Slot>, cursor: &mut Cursor) -> 
         }
     };
     let count = claimed.len();
-    cursor.claimed(&claimed, slots.len());
+    cursor.claimed(&claimed);
     // Slots left over (fewer rows were due) are dropped here, freeing their capacity.
     for (row, slot) in claimed.into_iter().zip(slots) {
         let attempt = attempt::Attempt {

@@ -13,7 +13,6 @@
 
 mod attempt;
 mod backoff;
-mod handoff;
 mod lane;
 mod recorder;
 
@@ -26,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use backoff::{decide, Decision};
-pub use handoff::{Handoff, Reservation};
 
 use crate::handlers::{HandlerSet, RegisteredHandler};
 use crate::store::Store;
@@ -64,7 +62,6 @@ pub struct Dispatcher {
     store: Store,
     handlers: Arc<HandlerSet>,
     settings: DispatchSettings,
-    handoff: Handoff,
 }
 
 /// What the lanes, the attempts, the recorder and the sweep of one dispatcher share.
@@ -96,14 +93,7 @@ impl Dispatcher {
             store,
             handlers,
             settings,
-            handoff: Handoff::default(),
         }
-    }
-
-    /// The handle through which this process's ingest hands new deliveries to this dispatcher
-    /// (see [`Handoff`]); it hands off nothing until [`Dispatcher::run`] starts.
-    pub fn handoff(&self) -> Handoff {
-        self.handoff.clone()
     }
 
     /// Runs until `shutdown` is cancelled, then waits for the calls already started and records
@@ -132,16 +122,6 @@ impl Dispatcher {
         let recorder = tokio::spawn(recorder::run(shared.clone(), outcomes, signals.clone()));
         let sweep = tokio::spawn(sweep(shared.clone(), wakes, shutdown.clone()));
         let attempts = TaskTracker::new();
-        self.handoff.attach(handoff::Running {
-            shared: shared.clone(),
-            handlers: handlers
-                .iter()
-                .map(|h| (h.name.clone(), Arc::clone(h)))
-                .collect(),
-            finished: finished.downgrade(),
-            attempts: attempts.clone(),
-            shutdown: shutdown.clone(),
-        });
         let lanes = spawn_lanes(&shared, handlers, signals, &finished, &attempts, &shutdown);
         drop(finished);
         for lane in lanes {

@@ -3,7 +3,6 @@
 //! duplicate) is read back per event.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -39,16 +38,6 @@ pub enum Origin {
     },
     /// Built by the reconciler from Voltage's payments API.
     Reconciliation,
-}
-
-impl Origin {
-    /// `events.source`: `webhook` or `reconciliation`.
-    pub fn source(&self) -> &'static str {
-        match self {
-            Origin::Webhook { .. } => "webhook",
-            Origin::Reconciliation => "reconciliation",
-        }
-    }
 }
 
 impl OwnedEvent {
@@ -130,56 +119,10 @@ struct Columns {
     arrivals: Vec<i32>,
 }
 
-/// Deliveries a writer hands to its own process's dispatcher: inserted already claimed by it,
-/// under this lease, in the statement that inserts their event (no claim statement follows).
-#[derive(Debug, Clone, Copy)]
-pub struct HandoffLease<'a> {
-    pub token: Uuid,
-    pub lease: Duration,
-    /// `host:pid:dispatcher`, as in [`super::ClaimRequest::worker`].
-    pub worker: &'a str,
-}
-
-/// Which deliveries of a batch go in claimed: per input event, one flag per entry of its
-/// `handlers`.
-#[derive(Debug, Clone, Copy)]
-pub struct Handoff<'a> {
-    pub lease: HandoffLease<'a>,
-    pub claimed: &'a [Vec<bool>],
-}
-
-/// A delivery inserted claimed by a [`Handoff`]: its first attempt may start at once.
-#[derive(Debug, Clone)]
-pub struct HandedOff {
-    pub delivery_id: i64,
-    pub event_id: Uuid,
-    pub handler: String,
-    pub received_at: DateTime<Utc>,
-}
-
-/// What a batch wrote: one outcome per input, and the deliveries it inserted claimed.
-#[derive(Debug, Clone)]
-pub struct BatchOutcome {
-    pub stored: Vec<Stored>,
-    pub handed_off: Vec<HandedOff>,
-}
-
 impl Store {
     /// Writes `events` in one transaction. The result has one outcome per input, in order; events
     /// with the same key within the batch are one event (the first is stored, the rest duplicate).
     pub async fn insert_batch(&self, events: &[OwnedEvent]) -> Result<Vec<Stored>, StoreError> {
-        Ok(self.insert_batch_handing_off(events, None).await?.stored)
-    }
-
-    /// [`Store::insert_batch`], with the deliveries `handoff` marks inserted claimed under its
-    /// lease (attempt 1 started now) instead of pending: a new event's deliveries are taken by the
-    /// process that received it without a claim statement, a row version and a NOTIFY each.
-    /// A duplicate's flags are ignored (it has no new deliveries).
-    pub async fn insert_batch_handing_off(
-        &self,
-        events: &[OwnedEvent],
-        handoff: Option<Handoff<'_>>,
-    ) -> Result<BatchOutcome, StoreError> {
         // The distinct events, each with the positions of the inputs that carry it.
         let mut slots: HashMap<(&str, [u8; 32]), usize> = HashMap::new();
         let mut owners: Vec<Vec<usize>> = Vec::new();
@@ -197,17 +140,21 @@ impl Store {
         }
         // Outbox rows are proposed for every distinct event under the id it would get; the
         // statement keeps only those whose event it inserted (a conflict returns the existing id).
-        let outbox = Outbox::propose(events, &owners, &columns.id, handoff);
+        let (mut outbox_events, mut outbox_handlers) = (Vec::new(), Vec::new());
+        for (slot, owners) in owners.iter().enumerate() {
+            for handler in &events[owners[0]].handlers {
+                outbox_events.push(columns.id[slot]);
+                outbox_handlers.push(handler.as_str());
+            }
+        }
         // One statement, so one round trip that commits (no BEGIN/COMMIT of its own): a round trip
         // fewer is a wake-up fewer of this task and of a PostgreSQL backend under load.
-        let lease = handoff.map(|h| h.lease);
-        let (ids, handed_off) = insert_distinct(&self.pool, &columns, &outbox, lease).await?;
+        let ids = insert_distinct(&self.pool, &columns, &outbox_events, &outbox_handlers).await?;
         let mut outcomes = vec![Stored::Duplicate(Uuid::nil()); events.len()];
         let mut routed = false;
         for (slot, id) in ids.iter().enumerate() {
             let new = *id == columns.id[slot];
-            // Only a pending delivery needs a dispatcher woken; a claimed one is running already.
-            routed |= new && outbox.pending[slot];
+            routed |= new && !events[owners[slot][0]].handlers.is_empty();
             for (nth, &position) in owners[slot].iter().enumerate() {
                 outcomes[position] = if new && nth == 0 {
                     Stored::New(*id)
@@ -219,46 +166,7 @@ impl Store {
         if routed {
             self.waker.wake(&self.pool);
         }
-        Ok(BatchOutcome {
-            stored: outcomes,
-            handed_off,
-        })
-    }
-}
-
-/// The outbox rows proposed for a batch, one entry per (distinct event, handler).
-#[derive(Default)]
-struct Outbox<'a> {
-    event: Vec<Uuid>,
-    handler: Vec<&'a str>,
-    claimed: Vec<bool>,
-    /// Per distinct event: whether any of its rows goes in pending (its dispatchers need a wake).
-    pending: Vec<bool>,
-}
-
-impl<'a> Outbox<'a> {
-    /// A row per handler of each distinct event (`owners[slot][0]` is the input that carries it,
-    /// `ids[slot]` the id it is proposed under), claimed where `handoff` says so.
-    fn propose(
-        events: &'a [OwnedEvent],
-        owners: &[Vec<usize>],
-        ids: &[Uuid],
-        handoff: Option<Handoff<'_>>,
-    ) -> Self {
-        let mut outbox = Outbox::default();
-        for (slot, owners) in owners.iter().enumerate() {
-            let first = owners[0];
-            let claimed = handoff.and_then(|h| h.claimed.get(first));
-            outbox.pending.push(false);
-            for (nth, handler) in events[first].handlers.iter().enumerate() {
-                outbox.event.push(ids[slot]);
-                outbox.handler.push(handler.as_str());
-                let claimed = claimed.and_then(|c| c.get(nth)).copied().unwrap_or(false);
-                outbox.claimed.push(claimed);
-                outbox.pending[slot] |= !claimed;
-            }
-        }
-        outbox
+        Ok(outcomes)
     }
 }
 
@@ -272,18 +180,19 @@ fn push(c: &mut Columns, e: &OwnedEvent) {
     c.payment_status.push(e.payment_status.clone());
     c.payment_updated_at.push(e.payment_updated_at);
     c.raw_body.push(e.raw_body.to_vec());
-    c.source.push(e.origin.source());
     match e.origin {
         Origin::Webhook {
             webhook_id,
             secret_index,
             signed_timestamp,
         } => {
+            c.source.push("webhook");
             c.webhook_id.push(Some(webhook_id));
             c.secret_index.push(Some(secret_index));
             c.signed_timestamp.push(Some(signed_timestamp));
         }
         Origin::Reconciliation => {
+            c.source.push("reconciliation");
             c.webhook_id.push(None);
             c.secret_index.push(None);
             c.signed_timestamp.push(None);
@@ -295,21 +204,18 @@ fn push(c: &mut Columns, e: &OwnedEvent) {
 /// One row per distinct event, inserted in key order so that concurrent batches sharing keys take
 /// their row locks in the same order (no deadlock), and the outbox rows of the events it inserted,
 /// in one statement and so one transaction. Returns, in input order, the id each event has in the
-/// table (the proposed id if it was inserted, the existing one if it was already there), and the
-/// outbox rows it inserted claimed under `lease`.
+/// table (the proposed id if it was inserted, the existing one if it was already there).
 // Long: one statement (events, their dedup and their outbox rows in one round trip) and its
-// twenty binds; it reads best whole.
+// sixteen column binds; it reads best whole.
 async fn insert_distinct(
     pool: &sqlx::PgPool,
     c: &Columns,
-    outbox: &Outbox<'_>,
-    lease: Option<HandoffLease<'_>>,
-) -> Result<(Vec<Uuid>, Vec<HandedOff>), sqlx::Error> {
+    outbox_events: &[Uuid],
+    outbox_handlers: &[&str],
+) -> Result<Vec<Uuid>, sqlx::Error> {
     // Arrays of nullable values, and of `&str`, are passed with a cast (`as &[Option<_>]`,
     // `as &[&str]`): the macro's type check knows arrays of plain owned values only (`Vec<String>`
     // for `text[]`). A cast opts out of that check; the Rust type is still checked by the cast.
-    // The result has two kinds of row: an input's event id (`position` set), and a delivery
-    // inserted claimed (`delivery_id` set).
     let rows = sqlx::query!(
         r#"WITH input AS (
              SELECT id, environment, dedup_key, event_type, event, payment_id, payment_status,
@@ -334,28 +240,14 @@ async fn insert_distinct(
                      webhook_id = coalesce(events.webhook_id, EXCLUDED.webhook_id),
                      secret_index = coalesce(events.secret_index, EXCLUDED.secret_index),
                      signed_timestamp = coalesce(events.signed_timestamp, EXCLUDED.signed_timestamp)
-             RETURNING id, environment, dedup_key, received_at
+             RETURNING id, environment, dedup_key
          ), routed AS (
-             INSERT INTO deliveries (event_id, handler, status, attempts, lease_token,
-                 lease_expires_at, attempt_started_at, leased_by)
-             SELECT o.event_id, o.handler,
-                 CASE WHEN o.claimed THEN 'in_flight' ELSE 'pending' END,
-                 CASE WHEN o.claimed THEN 1 ELSE 0 END,
-                 CASE WHEN o.claimed THEN $18::uuid END,
-                 CASE WHEN o.claimed THEN now() + make_interval(secs => $19::float8) END,
-                 CASE WHEN o.claimed THEN now() END,
-                 CASE WHEN o.claimed THEN $20::text END
-             FROM unnest($15::uuid[], $16::text[], $17::bool[]) AS o(event_id, handler, claimed)
+             INSERT INTO deliveries (event_id, handler)
+             SELECT o.event_id, o.handler FROM unnest($15::uuid[], $16::text[]) AS o(event_id, handler)
              JOIN written ON written.id = o.event_id
-             RETURNING id, event_id, handler, status
          )
-         SELECT input.position AS "position?", written.id AS "id!", NULL::int8 AS "delivery_id?",
-                NULL::text AS "handler?", written.received_at AS "received_at!"
-         FROM input
-         JOIN written ON written.environment = input.environment AND written.dedup_key = input.dedup_key
-         UNION ALL
-         SELECT NULL, r.event_id, r.id, r.handler, w.received_at
-         FROM routed r JOIN written w ON w.id = r.event_id WHERE r.status = 'in_flight'"#,
+         SELECT input.position AS "position!", written.id AS "id!" FROM input
+         JOIN written ON written.environment = input.environment AND written.dedup_key = input.dedup_key"#,
         &c.id,
         &c.environment,
         &c.dedup_key,
@@ -370,30 +262,14 @@ async fn insert_distinct(
         &c.signed_timestamp as &[Option<i64>],
         &c.arrivals,
         &c.source as &[&str],
-        &outbox.event,
-        &outbox.handler as &[&str],
-        &outbox.claimed,
-        lease.map(|l| l.token),
-        lease.map(|l| l.lease.as_secs_f64()),
-        lease.map(|l| l.worker)
+        outbox_events,
+        outbox_handlers as &[&str]
     )
     .fetch_all(pool)
     .await?;
     let mut ids = vec![Uuid::nil(); c.id.len()];
-    let mut handed_off = Vec::new();
     for row in rows {
-        match (row.position, row.delivery_id, row.handler) {
-            (Some(position), _, _) => {
-                ids[usize::try_from(position - 1).unwrap_or(0)] = row.id;
-            }
-            (None, Some(delivery_id), Some(handler)) => handed_off.push(HandedOff {
-                delivery_id,
-                event_id: row.id,
-                handler,
-                received_at: row.received_at,
-            }),
-            (None, _, _) => {}
-        }
+        ids[usize::try_from(row.position - 1).unwrap_or(0)] = row.id;
     }
-    Ok((ids, handed_off))
+    Ok(ids)
 }

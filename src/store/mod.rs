@@ -30,7 +30,7 @@ pub type Connection = sqlx::PgConnection;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use attempts::{AttemptRecord, Completion, Next};
-pub use batch::{BatchOutcome, HandedOff, Handoff, HandoffLease, Origin, OwnedEvent};
+pub use batch::{Origin, OwnedEvent};
 pub use events::{NewEvent, Stored, StoredEvent};
 pub use lock::{lock_key, SessionLock};
 pub use outbox::{ClaimRequest, Claimed, DeliveryState, OutboxStats, WAKE_CHANNEL};

@@ -32,9 +32,6 @@ pub const WEBHOOK_REQUEST_SECONDS: &str = "voltage_webhook_request_seconds";
 /// Handler calls by handler and outcome (`success`, `retryable`, `permanent`), and their duration.
 pub const HANDLER_CALLS: &str = "voltage_handler_calls_total";
 pub const HANDLER_CALL_SECONDS: &str = "voltage_handler_call_seconds";
-/// Deliveries a new event's ingest handed to this process's dispatcher already claimed (no claim
-/// statement), by handler.
-pub const DELIVERIES_HANDED_OFF: &str = "voltage_deliveries_handed_off_total";
 /// Deliveries dead-lettered, by handler.
 pub const DELIVERIES_DEAD_TOTAL: &str = "voltage_deliveries_dead_lettered_total";
 /// Read from the database at each scrape: the outbox backlog and the dead letters waiting.

@@ -22,7 +22,6 @@ mod docs;
 mod fanout_guarantees;
 mod faults;
 mod group_commit;
-mod handoff;
 mod ingest_storage;
 mod ingest_verification;
 mod loadgen;
