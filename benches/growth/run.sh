@@ -43,6 +43,9 @@ url=postgres://postgres@127.0.0.1:$PG_PORT/vw_growth
 port=18180
 base=http://127.0.0.1:$port
 
+# The load generator is always this checkout's (crates/loadgen); the service may be another build.
+cargo build --release --quiet -p voltage-loadgen
+LOADGEN=$(realpath target/release/voltage-loadgen)
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet --bin voltage-webhooks
   BIN=target/release/voltage-webhooks
@@ -116,7 +119,7 @@ while [ "$rows" -lt "$ROWS" ]; do
     ( sleep 4; wal_lsn >"$work/inspect.start"; sleep 4; wal_lsn >"$work/inspect.end" ) &
     inspect=$!
   fi
-  report=$("$BIN" --config "$config" loadgen --url "$base" --environment production \
+  report=$("$LOADGEN" --config "$config" --url "$base" --environment production \
     --concurrency "$CONCURRENCY" --duration "$SLICE")
   lsn1=$(wal_lsn); fpi1=$(fpi)
   stored=$(grep -o ' 200=[0-9]*' <<<"$report" | cut -d= -f2 || echo 0)
