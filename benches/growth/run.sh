@@ -5,7 +5,7 @@
 #   1. A PostgreSQL cluster of the benchmark's own (initdb under /tmp, port $PG_PORT, the server's
 #      defaults plus $PG_SETTINGS), so settings can be compared without touching any other server.
 #   2. The single-row ceiling: pgbench, `INSERT ... ON CONFLICT DO NOTHING` of the same 1.5 KB body
-#      into a table shaped like `events`, 32 clients, two runs of 15 s (the median is the ceiling).
+#      into a table shaped like `events`, 32 clients, two runs of 15 s (their mean is the ceiling).
 #   3. The service (release build, one handler so each event writes its outbox row, no dispatcher)
 #      and the load generator at $CONCURRENCY in flight, in slices of $SLICE, until $ROWS events are
 #      stored. After each slice: rows, req/s, p99, WAL bytes and full-page images per event,
@@ -22,6 +22,8 @@
 #        PG_SETTINGS="max_wal_size = '8GB'
 #        wal_compression = lz4" ...            (lines appended to the cluster's postgresql.conf)
 #        SKIP_QUERIES=1 ...                    (ingest only)
+#        KEEP=1 ...                            (leave the cluster and its data under /tmp afterwards)
+#        QUERIES=200 PG_PORT=5499 CONCURRENCY=128 SLICE=15s STEP=500000 (the other knobs, defaults shown)
 #        OLD_DEDUP=1 ...                       (the constraint events_dedup back on its former index,
 #                                               (environment, dedup_key) keyed by SHA-256: the
 #                                               same binary, before and after the dedup change)
