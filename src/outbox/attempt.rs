@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tokio_util::task::TaskTracker;
 use tower::Service as _;
 use uuid::Uuid;
 
@@ -31,16 +30,7 @@ pub(super) struct Attempt {
     pub finished: mpsc::Sender<Finished>,
 }
 
-/// Starts the attempt on `attempts`, its delivery marked as this process's first: the sweep
-/// never takes back a delivery that is running here.
-pub(super) fn spawn(a: Attempt, attempts: &TaskTracker) {
-    if let Ok(mut running) = a.shared.running.lock() {
-        running.insert(a.row.delivery_id);
-    }
-    attempts.spawn(run(a));
-}
-
-async fn run(a: Attempt) {
+pub(super) async fn run(a: Attempt) {
     let Attempt {
         shared,
         handler,

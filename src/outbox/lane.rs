@@ -148,24 +148,18 @@ async fn capacity(
         _permit: permit,
     }];
     while slots.len() < max {
-        match try_slot(service, calls) {
-            Some(slot) => slots.push(slot),
-            None => break,
+        let Ok(permit) = calls.clone().try_acquire_owned() else {
+            break;
+        };
+        match service.clone().ready_oneshot().now_or_never() {
+            Some(Ok(ready)) => slots.push(Slot {
+                service: ready,
+                _permit: permit,
+            }),
+            _ => break,
         }
     }
     Ok(slots)
-}
-
-/// A slot if one is free right now: a `max_in_flight` permit and the handler ready at once.
-pub(super) fn try_slot(service: &Handler, calls: &Arc<Semaphore>) -> Option<Slot> {
-    let permit = calls.clone().try_acquire_owned().ok()?;
-    match service.clone().ready_oneshot().now_or_never() {
-        Some(Ok(ready)) => Some(Slot {
-            service: ready,
-            _permit: permit,
-        }),
-        _ => None,
-    }
 }
 
 /// Claims as many due rows as there are slots and starts a call in each; returns how many.
@@ -188,17 +182,19 @@ async fn claim_and_start(lane: &Lane, slots: Vec<Slot>, cursor: &mut Cursor) -> 
     };
     let count = claimed.len();
     cursor.claimed(&claimed);
+    if let Ok(mut running) = lane.shared.running.lock() {
+        running.extend(claimed.iter().map(|row| row.delivery_id));
+    }
     // Slots left over (fewer rows were due) are dropped here, freeing their capacity.
     for (row, slot) in claimed.into_iter().zip(slots) {
-        let attempt = attempt::Attempt {
+        lane.attempts.spawn(attempt::run(attempt::Attempt {
             shared: lane.shared.clone(),
             handler: Arc::clone(&lane.handler),
             row,
             token,
             slot,
             finished: lane.finished.clone(),
-        };
-        attempt::spawn(attempt, &lane.attempts);
+        }));
     }
     count
 }

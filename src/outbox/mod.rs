@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 pub use backoff::{decide, Decision};
 
-use crate::handlers::{HandlerSet, RegisteredHandler};
+use crate::handlers::HandlerSet;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy)]
@@ -99,8 +99,7 @@ impl Dispatcher {
     /// Runs until `shutdown` is cancelled, then waits for the calls already started and records
     /// their outcomes.
     pub async fn run(self, shutdown: CancellationToken) {
-        let handlers: Vec<Arc<RegisteredHandler>> =
-            self.handlers.all().into_iter().map(Arc::new).collect();
+        let handlers = self.handlers.all();
         if handlers.is_empty() {
             tracing::info!("no handlers configured: the dispatcher has nothing to do");
             return;
@@ -122,7 +121,20 @@ impl Dispatcher {
         let recorder = tokio::spawn(recorder::run(shared.clone(), outcomes, signals.clone()));
         let sweep = tokio::spawn(sweep(shared.clone(), wakes, shutdown.clone()));
         let attempts = TaskTracker::new();
-        let lanes = spawn_lanes(&shared, handlers, signals, &finished, &attempts, &shutdown);
+        let lanes: Vec<_> = handlers
+            .into_iter()
+            .zip(signals)
+            .map(|(handler, (_, signal))| {
+                tokio::spawn(lane::run(lane::Lane {
+                    shared: shared.clone(),
+                    handler: Arc::new(handler),
+                    signal,
+                    finished: finished.clone(),
+                    attempts: attempts.clone(),
+                    shutdown: shutdown.clone(),
+                }))
+            })
+            .collect();
         drop(finished);
         for lane in lanes {
             let _ = lane.await;
@@ -131,31 +143,6 @@ impl Dispatcher {
         finish(attempts, recorder, self.settings.shutdown_deadline).await;
         let _ = sweep.await;
     }
-}
-
-/// One lane per handler, each woken by its own signal.
-fn spawn_lanes(
-    shared: &Arc<Shared>,
-    handlers: Vec<Arc<RegisteredHandler>>,
-    signals: Vec<(String, Arc<Notify>)>,
-    finished: &mpsc::Sender<attempt::Finished>,
-    attempts: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    handlers
-        .into_iter()
-        .zip(signals)
-        .map(|(handler, (_, signal))| {
-            tokio::spawn(lane::run(lane::Lane {
-                shared: shared.clone(),
-                handler,
-                signal,
-                finished: finished.clone(),
-                attempts: attempts.clone(),
-                shutdown: shutdown.clone(),
-            }))
-        })
-        .collect()
 }
 
 /// After the lanes stopped: waits for the calls already running and for the recorder to write

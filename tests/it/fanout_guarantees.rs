@@ -307,15 +307,37 @@ async fn a_retry_starts_at_its_due_time_not_at_the_next_poll(pool: PgPool) {
     assert!(late.iter().all(|&ms| ms < 100), "late by {late:?} ms");
 }
 
-/// Opens a transaction on its own connection now, so rows it inserts later are due at this
-/// instant: as a group-commit batch that started before another and committed after it.
-async fn early_transaction(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+/// A dispatcher with `dispatch` over one scripted `ledger` handler, a transaction opened on its
+/// own connection, then (after `head_start`) one event ingested and delivered: rows the open
+/// transaction inserts later are due before the one the lane took, as a group-commit batch that
+/// started before another and committed after it.
+async fn claimed_after_an_open_transaction(
+    pool: &PgPool,
+    dispatch: voltage_webhooks::outbox::DispatchSettings,
+    head_start: Duration,
+) -> (
+    Calls,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let (handler, calls) = scripted("ledger", Route::all(), quick_retries(3), |_, _| Ok(()));
+    let set = set_of(vec![handler]);
+    let (stop, task) = start_dispatcher(pool.clone(), set.clone(), dispatch);
     let mut early = pool.begin().await.unwrap();
     sqlx::query("SELECT now()")
         .execute(&mut *early)
         .await
         .unwrap();
-    early
+    tokio::time::sleep(head_start).await;
+    ingest_events(pool, &set, 1).await;
+    wait_for(
+        pool,
+        "SELECT bool_and(status = 'succeeded') FROM deliveries",
+        Duration::from_secs(10),
+    )
+    .await;
+    (calls, early, stop, task)
 }
 
 /// Inserts `n` events routed to `handler`, with their pending deliveries, in `early`, commits it
@@ -347,20 +369,10 @@ async fn commit_late(
 #[sqlx::test]
 async fn a_delivery_committed_after_a_younger_one_was_claimed_is_claimed_at_once(pool: PgPool) {
     // The poll interval is 30 s: only the NOTIFY of the late commit can bring its row in time.
-    let (handler, calls) = scripted("ledger", Route::all(), quick_retries(3), |_, _| Ok(()));
-    let set = set_of(vec![handler]);
     let mut dispatch = fast_dispatch();
     dispatch.poll_interval = Duration::from_secs(30);
-    let (stop, task) = start_dispatcher(pool.clone(), set.clone(), dispatch);
-    let early = early_transaction(&pool).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    ingest_events(&pool, &set, 1).await;
-    wait_for(
-        &pool,
-        "SELECT bool_and(status = 'succeeded') FROM deliveries",
-        Duration::from_secs(10),
-    )
-    .await;
+    let (calls, early, stop, task) =
+        claimed_after_an_open_transaction(&pool, dispatch, Duration::from_millis(50)).await;
 
     commit_late(&pool, early, "ledger", 1).await;
     wait_for(
@@ -380,21 +392,11 @@ async fn old_deliveries_found_by_the_scan_from_the_oldest_drain_at_once_not_a_ba
 ) {
     // Claims of 4 rows; 24 rows older than anything the claim resumes from, so only the scan from
     // the oldest (each 1 s poll) finds them: six polls' worth if it took a batch per poll.
-    let (handler, calls) = scripted("ledger", Route::all(), quick_retries(3), |_, _| Ok(()));
-    let set = set_of(vec![handler]);
     let mut dispatch = fast_dispatch();
     dispatch.poll_interval = Duration::from_secs(1);
     dispatch.batch_size = 4;
-    let (stop, task) = start_dispatcher(pool.clone(), set.clone(), dispatch);
-    let early = early_transaction(&pool).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    ingest_events(&pool, &set, 1).await;
-    wait_for(
-        &pool,
-        "SELECT bool_and(status = 'succeeded') FROM deliveries",
-        Duration::from_secs(10),
-    )
-    .await;
+    let (calls, early, stop, task) =
+        claimed_after_an_open_transaction(&pool, dispatch, Duration::from_millis(1500)).await;
 
     commit_late(&pool, early, "ledger", 24).await;
     let committed = Instant::now();
