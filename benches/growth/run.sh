@@ -9,7 +9,8 @@
 #   3. The service (release build, one handler so each event writes its outbox row, no dispatcher)
 #      and the load generator at $CONCURRENCY in flight, in slices of $SLICE, until $ROWS events are
 #      stored. After each slice: rows, req/s, p99, WAL bytes and full-page images per event,
-#      checkpoints so far. At the end: throughput per $STEP rows, and its ratio to the ceiling.
+#      checkpoints so far, shared buffers the backends wrote out themselves per event. At the end:
+#      throughput per $STEP rows, and its ratio to the ceiling.
 #   4. Where the WAL goes: full-page images by relation over a few seconds of the last slice
 #      (pg_walinspect).
 #   5. At $ROWS: a realistic mix of rare kinds (2 % send.failed, 1 % test.created, 1 % reconciled)
@@ -109,12 +110,15 @@ for _ in $(seq 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1;
 wal_lsn() { sql 'SELECT pg_current_wal_lsn()'; }
 fpi() { sql 'SELECT wal_fpi FROM pg_stat_wal'; }
 checkpoints() { sql 'SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter'; }
+# Shared buffers written out by the backends themselves (no clean buffer to evict into: the
+# background writer fell behind), which they do while a statement, i.e. an ingest batch, waits.
+backend_writes() { sql 'SELECT buffers_backend FROM pg_stat_bgwriter'; }
 rows=0
 slices=$work/slices
 : >"$slices"
-echo "slice: rows_before rows_after seconds req/s p99_ms wal_bytes/event fpi/event checkpoints"
+echo "slice: rows_before rows_after seconds req/s p99_ms wal_bytes/event fpi/event checkpoints backend_writes/event"
 while [ "$rows" -lt "$ROWS" ]; do
-  lsn0=$(wal_lsn); fpi0=$(fpi)
+  lsn0=$(wal_lsn); fpi0=$(fpi); bw0=$(backend_writes)
   last=$(( rows + 200000 >= ROWS ))
   if [ "$last" = 1 ]; then
     # Full-page images by relation over 4 s in the middle of the last slice.
@@ -123,13 +127,14 @@ while [ "$rows" -lt "$ROWS" ]; do
   fi
   report=$("$LOADGEN" --config "$config" --url "$base" --environment production \
     --concurrency "$CONCURRENCY" --duration "$SLICE")
-  lsn1=$(wal_lsn); fpi1=$(fpi)
+  lsn1=$(wal_lsn); fpi1=$(fpi); bw1=$(backend_writes)
   stored=$(grep -o ' 200=[0-9]*' <<<"$report" | cut -d= -f2 || echo 0)
   seconds=$(awk '/^requests/ {print $4}' <<<"$report")
   p99=$(awk '/^requests/ {for (i = 1; i <= NF; i++) if ($i == "p99") print $(i + 1)}' <<<"$report")
   wal=$(sql "SELECT pg_wal_lsn_diff('$lsn1', '$lsn0')")
   line=$(awk -v r0="$rows" -v n="${stored:-0}" -v s="$seconds" -v p="$p99" -v w="$wal" -v f0="$fpi0" -v f1="$fpi1" -v c="$(checkpoints)" \
-    'BEGIN {printf "%d %d %.2f %.0f %s %.0f %.3f %d", r0, r0 + n, s, n / s, p, w / (n ? n : 1), (f1 - f0) / (n ? n : 1), c}')
+    -v b0="$bw0" -v b1="$bw1" \
+    'BEGIN {printf "%d %d %.2f %.0f %s %.0f %.3f %d %.3f", r0, r0 + n, s, n / s, p, w / (n ? n : 1), (f1 - f0) / (n ? n : 1), c, (b1 - b0) / (n ? n : 1)}')
   echo "$line" >>"$slices"
   echo "slice: $line"
   rows=$(( rows + ${stored:-0} ))

@@ -264,6 +264,14 @@ async fn a_delivery_held_by_a_dead_worker_is_taken_again_after_its_lease(pool: P
         .contains(&claimed[0].delivery_id);
     assert!(!late);
     assert_eq!(states(&pool).await["audit"].0, "succeeded");
+    // Its late outcome completes the history row the sweep wrote for its lease, and adds none.
+    let history: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT outcome, error FROM delivery_attempts WHERE lease_token = $1")
+            .bind(dead_token)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(history, [("failed".to_owned(), Some("late".to_owned()))]);
 }
 
 /// Per event: calls running now, the most ever running at once, and calls in all.

@@ -86,7 +86,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<String> {
     }
     if args.check_database {
         // The figures first: a failed check must not hide what the load saw.
-        println!("{}", lines.join("\n"));
+        print(&lines.join("\n"))?;
         lines.clear();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
@@ -96,4 +96,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<String> {
         lines.push(crate::check_database(&pool, &args.environment, &outcome).await?);
     }
     Ok(lines.join("\n"))
+}
+
+/// Writes `text` and a newline to standard output. A reader that went away (`| head`) is not an
+/// error: there is nobody left to tell. (`println!` panics there.)
+pub fn print(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
 }

@@ -9,10 +9,13 @@ fn main() -> ExitCode {
     let args = LoadArgs::parse();
     init_tracing();
     match run(args) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
+        Ok(report) => match cli::print(&report) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write the report: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
