@@ -73,7 +73,7 @@ run() { # name config dispatch-enabled [binary]
   # Machine CPU per request (µs; ticks are 10 ms), kept for the round's CPU-bound ratio.
   cpu_of[$name]=$(awk -v a="$m0" -v b="$m1" -v n="$requests" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", (y[1] - x[1]) * 10000 / n}')
   printf '%-11s %8s req/s  undelivered at the end of the load %7s  all delivered %5s s later  sustained %6s events/s  CPU/request: service %4.0f µs, PostgreSQL %4.0f µs  commits/request %5.2f  deliveries updates/request %5.2f (HOT %3.0f%%)\n' \
-    "$name" "$rps" "$left" "$drained" "$sustained" \
+    "$name" "$rps" "$left" "$([ "$enabled" = true ] && echo "$drained" || echo n/a)" "$sustained" \
     "$(awk -v a="$svc0" -v b="$svc1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
     "$(awk -v a="$pg0" -v b="$pg1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
     $(awk -v a="$st0" -v b="$st1" -v n="$requests" 'BEGIN {split(a, x, " "); split(b, y, " "); u = y[2] - x[2];
@@ -116,6 +116,6 @@ for round in $(seq "$rounds"); do
   run ingest10 benches/fanout/ten.toml false
   run ten benches/fanout/ten.toml true
   line="round $round: one/ingest $(ratio one ingest) (CPU per event allows $(cpu_bound one ingest)), ten/ingest10 $(ratio ten ingest10) (allows $(cpu_bound ten ingest10))"
-  [ -n "${BASELINE:-}" ] && line="$line, baseline one/ingest $(ratio base-one base-ingest)"
+  [ -n "${BASELINE:-}" ] && line="$line, baseline one/ingest $(ratio base-one base-ingest) (allows $(cpu_bound base-one base-ingest))"
   echo "$line"
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where PostgreSQL's share of a delivery goes, statement by statement (issue 13; figures in
-# docs/performance.md, "What a delivery costs PostgreSQL").
+# docs/performance.md, "The whole machine's CPU, and the budget for 80 %").
 #
 #   1. A PostgreSQL cluster of the script's own (initdb under /tmp, port $PG_PORT, the server's
 #      defaults plus pg_stat_statements with planning tracked), so the machine's server is untouched.
@@ -8,9 +8,10 @@
 #      sink, the dispatcher off, then on), the same load: voltage-loadgen, 64 connections, $SECONDS_
 #      seconds, then until every delivery succeeded.
 #   3. For each: the machine's CPU per request (every process and the kernel, from /proc/stat), and
-#      the statements by time: calls, plans, rows, execution and planning time per row, WAL records
-#      per row. Times are wall-clock inside the server, so on a busy machine they include waiting for
-#      a core: compare rows of the same run, not runs of different days.
+#      the statements by time: calls, plans, rows, then execution time, planning time and WAL records
+#      each divided by the run's requests (events ingested). Times are wall-clock inside the server,
+#      so on a busy machine they include waiting for a core: compare rows of the same run, not runs
+#      of different days.
 #
 # usage: benches/fanout/statements.sh          (SECONDS_=10 PG_PORT=5498 by default)
 #        BIN=/path/to/voltage-webhooks ...     (another build, e.g. a previous commit's)
@@ -23,12 +24,11 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d /tmp/vw-statements.XXXXXX)
 url=postgres://postgres@127.0.0.1:$PG_PORT/vw_fanout
 loadgen=target/release/voltage-loadgen
+# The same two cargo calls as benches/fanout/run.sh: built together with the example, the service
+# binary is the same file in both scripts (built apart, features unified differently rebuild it).
+cargo build --release --quiet -p voltage-webhooks --bin voltage-webhooks --example sink
 cargo build --release --quiet -p voltage-loadgen
-cargo build --release --quiet -p voltage-webhooks --example sink
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet -p voltage-webhooks --bin voltage-webhooks
-  BIN=target/release/voltage-webhooks
-fi
+BIN=${BIN:-target/release/voltage-webhooks}
 
 sink=
 cleanup() {
