@@ -21,6 +21,7 @@
 # Needs: PostgreSQL on 127.0.0.1:5432 accepting postgres (database vw_fanout is created), psql.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benches/lib/common.sh
 rounds=${1:-2}
 seconds=${2:-10}
 url=postgres://postgres@127.0.0.1:5432/vw_fanout
@@ -35,9 +36,6 @@ RUST_LOG=warn "$bin" --config benches/fanout/one.toml migrate
 
 ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 pg_ticks() { local t=0; for p in $(pgrep -x postgres); do t=$((t + $(ticks "$p"))); done; echo "$t"; }
-# The whole machine's busy and total ticks (every process and the kernel: the load generator and the
-# sink included), from the first line of /proc/stat; idle and iowait count as not busy.
-machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 # Transactions committed in vw_fanout, and updates of deliveries rows (all, HOT): per request below.
 db_stats() {
   psql -qAt -F ' ' "$url" -c "SELECT pg_stat_force_next_flush()" -c "SELECT d.xact_commit, t.n_tup_upd, t.n_tup_hot_upd
@@ -71,7 +69,7 @@ run() { # name config dispatch-enabled [binary]
   sustained=$(awk -v n="$requests" -v d="$seconds" -v x="$drained" 'BEGIN {printf "%.0f", n / (d + (x > 0 ? x : 0))}')
   sustained_of[$name]=$sustained
   # Machine CPU per request (µs; ticks are 10 ms), kept for the round's CPU-bound ratio.
-  cpu_of[$name]=$(awk -v a="$m0" -v b="$m1" -v n="$requests" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", (y[1] - x[1]) * 10000 / n}')
+  cpu_of[$name]=$(cpu_per_request "$m0" "$m1" "$requests")
   printf '%-11s %8s req/s  undelivered at the end of the load %7s  all delivered %5s s later  sustained %6s events/s  CPU/request: service %4.0f µs, PostgreSQL %4.0f µs  commits/request %5.2f  deliveries updates/request %5.2f (HOT %3.0f%%)\n' \
     "$name" "$rps" "$left" "$([ "$enabled" = true ] && echo "$drained" || echo n/a)" "$sustained" \
     "$(awk -v a="$svc0" -v b="$svc1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
@@ -79,8 +77,7 @@ run() { # name config dispatch-enabled [binary]
     $(awk -v a="$st0" -v b="$st1" -v n="$requests" 'BEGIN {split(a, x, " "); split(b, y, " "); u = y[2] - x[2];
       printf "%s %s %s", (y[1] - x[1]) / n, u / n, (u > 0 ? 100 * (y[3] - x[3]) / u : 0)}')
   printf '%-11s machine busy %3.0f%% of its cores over load + drain; CPU/request, every process and the kernel: %4s µs (sink %3.0f µs)\n' \
-    "" "$(awk -v a="$m0" -v b="$m1" 'BEGIN {split(a, x, " "); split(b, y, " "); print 100 * (y[1] - x[1]) / (y[2] - x[2])}')" \
-    "${cpu_of[$name]}" "$(awk -v a="$sink0" -v b="$sink1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')"
+    "" "$(busy_percent "$m0" "$m1")" "${cpu_of[$name]}" "$(awk -v a="$sink0" -v b="$sink1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')"
 }
 
 # The floor of a call: the same load straight at the sink (no service, no database), the machine's
@@ -95,8 +92,7 @@ floor() {
   requests=$(awk '/^requests/ {print $2}' <<<"$report")
   printf '%-11s %8s req/s straight at the sink  machine busy %3.0f%%; CPU/request, every process and the kernel: %4.0f µs\n' \
     floor "$(awk '/^requests/ {print $7}' <<<"$report")" \
-    "$(awk -v a="$m0" -v b="$m1" 'BEGIN {split(a, x, " "); split(b, y, " "); print 100 * (y[1] - x[1]) / (y[2] - x[2])}')" \
-    "$(awk -v a="$m0" -v b="$m1" -v n="$requests" 'BEGIN {split(a, x, " "); split(b, y, " "); print (y[1] - x[1]) * 10000 / n}')"
+    "$(busy_percent "$m0" "$m1")" "$(cpu_per_request "$m0" "$m1" "$requests")"
 }
 
 declare -A sustained_of cpu_of

@@ -18,9 +18,9 @@
 # Needs: root (the cluster runs as the postgres user), PostgreSQL 15+ binaries, psql, curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benches/lib/common.sh
 SECONDS_=${SECONDS_:-10}
 PG_PORT=${PG_PORT:-5498}
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d /tmp/vw-statements.XXXXXX)
 url=postgres://postgres@127.0.0.1:$PG_PORT/vw_fanout
 loadgen=target/release/voltage-loadgen
@@ -33,31 +33,20 @@ BIN=${BIN:-target/release/voltage-webhooks}
 sink=
 cleanup() {
   [ -n "$sink" ] && kill "$sink" 2>/dev/null
-  runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pgdata" -m fast -w stop >/dev/null 2>&1 || true
+  stop_private_cluster "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-chown postgres "$work"
-runuser -u postgres -- "$pgbin/initdb" -D "$work/pgdata" -A trust -U postgres >/dev/null
-cat >>"$work/pgdata/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$work'
-max_connections = 200
-shared_preload_libraries = 'pg_stat_statements'
+start_private_cluster "$work" "$PG_PORT" "shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
-pg_stat_statements.track_planning = on
-EOF
-runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pgdata" -l "$work/postgres.log" -w start >/dev/null
+pg_stat_statements.track_planning = on"
 psql -q "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c 'CREATE DATABASE vw_fanout'
 psql -q "$url" -c 'CREATE EXTENSION pg_stat_statements'
 export VOLTAGE_WEBHOOKS_DATABASE__URL=$url
 RUST_LOG=warn "$BIN" --config benches/fanout/one.toml migrate >/dev/null
 target/release/examples/sink 127.0.0.1:18090 &
 sink=$!
-
-machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 
 run() { # name dispatch-enabled
   local name=$1 enabled=$2 pid m0 m1 report requests
@@ -80,8 +69,7 @@ run() { # name dispatch-enabled
   requests=$(awk '/^requests/ {print $2}' <<<"$report")
   printf '%s: %s req/s during the load; machine busy %.0f%%, CPU/request (every process and the kernel) %.0f µs\n' \
     "$name" "$(awk '/^requests/ {print $7}' <<<"$report")" \
-    "$(awk -v a="$m0" -v b="$m1" 'BEGIN {split(a, x, " "); split(b, y, " "); print 100 * (y[1] - x[1]) / (y[2] - x[2])}')" \
-    "$(awk -v a="$m0" -v b="$m1" -v n="$requests" 'BEGIN {split(a, x, " "); split(b, y, " "); print (y[1] - x[1]) * 10000 / n}')"
+    "$(busy_percent "$m0" "$m1")" "$(cpu_per_request "$m0" "$m1" "$requests")"
   psql -q "$url" -v requests="$requests" <<'SQL'
 SELECT calls, plans, rows,
        round((total_exec_time / :requests * 1000)::numeric, 1) AS "exec µs/request",

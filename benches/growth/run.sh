@@ -31,6 +31,7 @@
 # Needs: root (the cluster runs as the postgres user), PostgreSQL 15+ binaries, pgbench, psql, curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benches/lib/common.sh
 ROWS=${ROWS:-5000000}
 STEP=${STEP:-500000}
 CONCURRENCY=${CONCURRENCY:-128}
@@ -39,9 +40,7 @@ QUERIES=${QUERIES:-200}
 PG_PORT=${PG_PORT:-5499}
 PG_SETTINGS=${PG_SETTINGS:-}
 KEEP=${KEEP:-0}
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d /tmp/vw-growth.XXXXXX)
-pgdata=$work/pgdata
 url=postgres://postgres@127.0.0.1:$PG_PORT/vw_growth
 port=18180
 base=http://127.0.0.1:$port
@@ -58,21 +57,12 @@ BIN=$(realpath "$BIN")
 service_pid=
 cleanup() {
   [ -n "$service_pid" ] && kill -TERM "$service_pid" 2>/dev/null && wait "$service_pid" 2>/dev/null
-  runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null 2>&1 || true
+  stop_private_cluster "$work"
   if [ "$KEEP" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-chown postgres "$work"
-runuser -u postgres -- "$pgbin/initdb" -D "$pgdata" -A trust -U postgres >/dev/null
-cat >>"$pgdata/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$work'
-max_connections = 200
-$PG_SETTINGS
-EOF
-runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -l "$work/postgres.log" -w start >/dev/null
+start_private_cluster "$work" "$PG_PORT" "$PG_SETTINGS"
 psql -q "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c 'CREATE DATABASE vw_growth'
 sql() { psql -qtA "$url" -c "$1"; }
 
