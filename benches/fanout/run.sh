@@ -36,6 +36,8 @@ RUST_LOG=warn "$bin" --config benches/fanout/one.toml migrate
 
 ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 pg_ticks() { local t=0; for p in $(pgrep -x postgres); do t=$((t + $(ticks "$p"))); done; echo "$t"; }
+# CPU per request in µs between two tick readings $1 and $2 (ticks are 10 ms), over $3 requests.
+ticks_per_request() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {print (b - a) * 10000 / n}'; }
 # Transactions committed in vw_fanout, and updates of deliveries rows (all, HOT): per request below.
 db_stats() {
   psql -qAt -F ' ' "$url" -c "SELECT pg_stat_force_next_flush()" -c "SELECT d.xact_commit, t.n_tup_upd, t.n_tup_hot_upd
@@ -72,12 +74,12 @@ run() { # name config dispatch-enabled [binary]
   cpu_of[$name]=$(cpu_per_request "$m0" "$m1" "$requests")
   printf '%-11s %8s req/s  undelivered at the end of the load %7s  all delivered %5s s later  sustained %6s events/s  CPU/request: service %4.0f µs, PostgreSQL %4.0f µs  commits/request %5.2f  deliveries updates/request %5.2f (HOT %3.0f%%)\n' \
     "$name" "$rps" "$left" "$([ "$enabled" = true ] && echo "$drained" || echo n/a)" "$sustained" \
-    "$(awk -v a="$svc0" -v b="$svc1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
-    "$(awk -v a="$pg0" -v b="$pg1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')" \
+    "$(ticks_per_request "$svc0" "$svc1" "$requests")" \
+    "$(ticks_per_request "$pg0" "$pg1" "$requests")" \
     $(awk -v a="$st0" -v b="$st1" -v n="$requests" 'BEGIN {split(a, x, " "); split(b, y, " "); u = y[2] - x[2];
       printf "%s %s %s", (y[1] - x[1]) / n, u / n, (u > 0 ? 100 * (y[3] - x[3]) / u : 0)}')
   printf '%-11s machine busy %3.0f%% of its cores over load + drain; CPU/request, every process and the kernel: %4s µs (sink %3.0f µs)\n' \
-    "" "$(busy_percent "$m0" "$m1")" "${cpu_of[$name]}" "$(awk -v a="$sink0" -v b="$sink1" -v n="$requests" 'BEGIN {print (b - a) * 10000 / n}')"
+    "" "$(busy_percent "$m0" "$m1")" "${cpu_of[$name]}" "$(ticks_per_request "$sink0" "$sink1" "$requests")"
 }
 
 # The floor of a call: the same load straight at the sink (no service, no database), the machine's
